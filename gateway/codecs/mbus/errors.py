@@ -1,0 +1,17 @@
+"""The M-Bus codec's exceptions (wired EN 13757-2/3 and wireless EN 13757-4)."""
+
+from __future__ import annotations
+
+from gateway.errors import FrameError, ProtocolError, SecurityError
+
+
+class MBusError(ProtocolError):
+    """Base of every M-Bus codec error."""
+
+
+class MBusFrameError(MBusError, FrameError):
+    """A link-layer frame or application-layer structure that is malformed."""
+
+
+class MBusSecurityError(MBusError, SecurityError):
+    """A telegram refused for security (wrong key, failed MAC, plaintext where a key is set)."""
