@@ -156,7 +156,7 @@ def _tlv(tag: int, content: bytes) -> bytes:
 
 
 def _integer(value: int) -> bytes:
-    size = max(1, (value.bit_length() + 8) // 8)
+    size = ((value if value >= 0 else ~value).bit_length() + 8) // 8  # shortest two's complement
     return value.to_bytes(size, "big", signed=True)
 
 

@@ -715,6 +715,9 @@ def _special_float(value: float) -> Decimal | None:
 def _shortest_float32(value: float) -> Decimal:
     for digits in range(1, 10):
         text = f"{value:.{digits}g}"
-        if _F32.unpack(_F32.pack(float(text)))[0] == value:
-            return Decimal(text)
+        try:
+            if _F32.unpack(_F32.pack(float(text)))[0] == value:
+                return Decimal(text)
+        except OverflowError:  # rounded up beyond the largest float32
+            continue
     return Decimal(repr(value))  # pragma: no cover - 9 significant digits always suffice
