@@ -332,6 +332,23 @@ class ClientAssociation:
         self._gbt_own = 1
         self._dedicated_incoming: int | None = None
 
+    @classmethod
+    def pre_established(
+        cls,
+        settings: ClientSettings,
+        negotiated: InitiateResponse,
+        counters: InvocationCounters | None = None,
+        *,
+        server_system_title: bytes | None = None,
+    ) -> ClientAssociation:
+        """An association that exists without AARQ/AARE (Green Book 9.4.3.2, pre-established
+        AA): ready at once with the parameters both sides know in advance."""
+        association = cls(settings, counters)
+        association.negotiated = negotiated
+        association.server_system_title = server_system_title
+        association.state = State.READY
+        return association
+
     # --- establishing and releasing ----------------------------------------------------
 
     def send_aarq(self) -> bytes:
