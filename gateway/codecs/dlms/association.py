@@ -16,7 +16,7 @@ transmit ``event.apdu`` and feed the reply. A driver therefore loops::
         event = association.receive_apdu(transport.receive())
         if isinstance(event, NextRequest):
             apdu = event.apdu
-        elif not isinstance(event, (Partial, Notification)):
+        elif not isinstance(event, Notification):
             break
     # event is GetResult (value or Data-Access-Result) or RequestFailed
 
@@ -198,13 +198,6 @@ class NextRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class Partial:
-    """A streamed general-block-transfer block arrived; nothing to send, receive the next."""
-
-    block_number: int
-
-
-@dataclass(frozen=True, slots=True)
 class Associated:
     """The association is established (and, with HLS, both sides authenticated)."""
 
@@ -274,7 +267,7 @@ class Released:
 
 
 Event = Union[
-    NextRequest, Partial, Associated, AssociationRejected, GetResult, GetListResult, SetResult, ActionOutcome,
+    NextRequest, Associated, AssociationRejected, GetResult, GetListResult, SetResult, ActionOutcome,
     RequestFailed, Notification, Released,
 ]
 
@@ -300,6 +293,7 @@ class _Pending:
     outgoing: list[bytes] = field(default_factory=list)  # SET/ACTION blocks still to send
 
 
+#: Blocks of a general-block-transfer we take before acknowledging (advertised in our acks).
 _GBT_RECEIVE_WINDOW = 1
 
 
@@ -684,8 +678,8 @@ class ClientAssociation:
             whole = bytes(self._gbt)
             self._gbt = None
             return self._receive(decode_apdu(whole))
-        if block.streaming:
-            return Partial(block.block_number)
+        # Our receive window is one block, so every block closes a window and is
+        # acknowledged, whatever the sender's streaming bit says (Green Book 9.3.6.4).
         ack = GeneralBlockTransfer(self._gbt_own, block.block_number, b"", last_block=False, streaming=False,
                                    window=_GBT_RECEIVE_WINDOW)
         self._gbt_own += 1

@@ -135,7 +135,9 @@ class FakeMeter:
                               general=self.general).to_bytes()
         if self.gbt_size and len(raw) > self.gbt_size:
             chunks = [raw[i : i + self.gbt_size] for i in range(0, len(raw), self.gbt_size)]
-            blocks = [GeneralBlockTransfer(n, 0, chunk, last_block=n == len(chunks), window=1).to_bytes()
+            # Streaming set, as gurux does: the client acknowledges anyway (its window is 1).
+            blocks = [GeneralBlockTransfer(n, 0, chunk, last_block=n == len(chunks), streaming=n < len(chunks),
+                                           window=1).to_bytes()
                       for n, chunk in enumerate(chunks, 1)]
             self._blocks = blocks[1:]
             return blocks[0]
