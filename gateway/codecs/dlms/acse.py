@@ -297,8 +297,24 @@ def _opt_explicit(tag: int, inner: int, content: bytes | None) -> bytes | None:
 # --- AARQ / AARE / RLRQ / RLRE ------------------------------------------------------------
 
 
+class _Names:
+    """The DLMS ids of an association APDU's application context and mechanism OIDs."""
+
+    __slots__ = ()
+
+    @property
+    def context_id(self) -> int | None:
+        """1 LN, 2 SN, 3 LN with ciphering, 4 SN with ciphering (None: not a DLMS UA OID)."""
+        return _oid_id(self.application_context_name, _CONTEXT_ARC)
+
+    @property
+    def mechanism_id(self) -> int | None:
+        """0..7 as in :data:`MECHANISMS` (None: absent or not a DLMS UA OID)."""
+        return _oid_id(self.mechanism_name, _MECHANISM_ARC)
+
+
 @dataclass(frozen=True, slots=True)
-class AARQ:
+class AARQ(_Names):
     """A-ASSOCIATE request (Green Book 9.4.4, AARQ-apdu).
 
     ``application_context_name`` and ``mechanism_name`` are OID contents (see
@@ -316,14 +332,6 @@ class AARQ:
     other: tuple[tuple[int, bytes], ...] = ()
 
     TAG = AARQ_TAG
-
-    @property
-    def context_id(self) -> int | None:
-        return _oid_id(self.application_context_name, _CONTEXT_ARC)
-
-    @property
-    def mechanism_id(self) -> int | None:
-        return _oid_id(self.mechanism_name, _MECHANISM_ARC)
 
     def to_bytes(self) -> bytes:
         auth = self.calling_authentication_value
@@ -345,7 +353,7 @@ class AARQ:
 
 
 @dataclass(frozen=True, slots=True)
-class AARE:
+class AARE(_Names):
     """A-ASSOCIATE response (Green Book 9.4.4, AARE-apdu): ``result`` (see
     :data:`ASSOCIATION_RESULTS`), ``result_source`` and ``diagnostic`` (see
     :data:`DIAGNOSTICS`), the server's system title in ``responding_ap_title`` and, for
@@ -368,14 +376,6 @@ class AARE:
     @property
     def accepted(self) -> bool:
         return self.result == ACCEPTED
-
-    @property
-    def context_id(self) -> int | None:
-        return _oid_id(self.application_context_name, _CONTEXT_ARC)
-
-    @property
-    def mechanism_id(self) -> int | None:
-        return _oid_id(self.mechanism_name, _MECHANISM_ARC)
 
     @property
     def description(self) -> str:

@@ -93,6 +93,14 @@ def _iv(system_title: bytes, invocation_counter: int) -> bytes:
     return system_title + invocation_counter.to_bytes(4, "big")
 
 
+def _inputs(security_control: int, system_title: bytes, invocation_counter: int,
+            authentication_key: bytes) -> tuple[bytes, bytes, int]:
+    """IV, the AAD prefix SC ‖ AK, and the protection bits of one ciphering."""
+    _check_header(security_control, system_title, invocation_counter)
+    aad = bytes((security_control,)) + authentication_key
+    return _iv(system_title, invocation_counter), aad, security_control & AUTHENTICATED_ENCRYPTION
+
+
 def _gmac(key: bytes, iv: bytes, aad: bytes) -> bytes:
     return AESGCM(key).encrypt(iv, b"", aad)[:TAG_SIZE]
 
@@ -107,14 +115,11 @@ def encrypt(
     authentication_key: bytes,
 ) -> bytes:
     """The payload (after SC ‖ IC) protecting ``plaintext`` as ``security_control`` says."""
-    _check_header(security_control, system_title, invocation_counter)
-    iv = _iv(system_title, invocation_counter)
-    sc = bytes((security_control,))
-    mode = security_control & AUTHENTICATED_ENCRYPTION
+    iv, aad, mode = _inputs(security_control, system_title, invocation_counter, authentication_key)
     if mode == AUTHENTICATED_ENCRYPTION:
-        return AESGCM(key).encrypt(iv, plaintext, sc + authentication_key)[: len(plaintext) + TAG_SIZE]
+        return AESGCM(key).encrypt(iv, plaintext, aad)[: len(plaintext) + TAG_SIZE]
     if mode == AUTHENTICATION_ONLY:
-        return plaintext + _gmac(key, iv, sc + authentication_key + plaintext)
+        return plaintext + _gmac(key, iv, aad + plaintext)
     if mode == ENCRYPTION_ONLY:
         return _ctr(key, iv, plaintext)
     return plaintext
@@ -130,16 +135,13 @@ def decrypt(
     authentication_key: bytes,
 ) -> bytes:
     """The plaintext of ``payload``; raises :class:`DLMSSecurityError` on a bad tag."""
-    _check_header(security_control, system_title, invocation_counter)
-    iv = _iv(system_title, invocation_counter)
-    sc = bytes((security_control,))
-    mode = security_control & AUTHENTICATED_ENCRYPTION
+    iv, aad, mode = _inputs(security_control, system_title, invocation_counter, authentication_key)
     if mode & SC_AUTHENTICATION and len(payload) < TAG_SIZE:
         raise DLMSSecurityError("ciphered content shorter than its authentication tag", field="ciphered-content")
     if mode == AUTHENTICATED_ENCRYPTION:
         ciphertext, tag = payload[:-TAG_SIZE], payload[-TAG_SIZE:]
         decryptor = Cipher(algorithms.AES(key), modes.GCM(iv, tag, min_tag_length=TAG_SIZE)).decryptor()
-        decryptor.authenticate_additional_data(sc + authentication_key)
+        decryptor.authenticate_additional_data(aad)
         plaintext = decryptor.update(ciphertext)
         try:
             decryptor.finalize()
@@ -149,7 +151,7 @@ def decrypt(
         return plaintext
     if mode == AUTHENTICATION_ONLY:
         plaintext, tag = payload[:-TAG_SIZE], payload[-TAG_SIZE:]
-        if not hmac.compare_digest(tag, _gmac(key, iv, sc + authentication_key + plaintext)):
+        if not hmac.compare_digest(tag, _gmac(key, iv, aad + plaintext)):
             raise DLMSSecurityError("authentication tag does not match (wrong key or altered APDU)",
                                     field="authentication-tag")
         return plaintext

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Union
+from typing import ClassVar, Union
 
 from gateway.codecs.dlms.axdr import (
     Data,
@@ -82,14 +82,14 @@ ACTION_RESULTS: dict[int, str] = {
 
 
 @dataclass(frozen=True, slots=True)
-class DataAccessResult:
-    """A Data-Access-Result code; ``name`` from :data:`DATA_ACCESS_RESULTS`."""
-
+class _ResultCode:
     code: int
+
+    NAMES: ClassVar[dict[int, str]] = {}
 
     @property
     def name(self) -> str:
-        return DATA_ACCESS_RESULTS.get(self.code, f"result-{self.code}")
+        return self.NAMES.get(self.code, f"result-{self.code}")
 
     @property
     def success(self) -> bool:
@@ -97,18 +97,17 @@ class DataAccessResult:
 
 
 @dataclass(frozen=True, slots=True)
-class ActionResult:
+class DataAccessResult(_ResultCode):
+    """A Data-Access-Result code; ``name`` from :data:`DATA_ACCESS_RESULTS`."""
+
+    NAMES = DATA_ACCESS_RESULTS
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult(_ResultCode):
     """An Action-Result code; ``name`` from :data:`ACTION_RESULTS`."""
 
-    code: int
-
-    @property
-    def name(self) -> str:
-        return ACTION_RESULTS.get(self.code, f"result-{self.code}")
-
-    @property
-    def success(self) -> bool:
-        return self.code == 0
+    NAMES = ACTION_RESULTS
 
 
 SUCCESS = DataAccessResult(0)
@@ -304,6 +303,32 @@ def _header(tag: int, choice: int, invoke: InvokeIdAndPriority) -> bytes:
     return bytes((tag, choice, invoke.value))
 
 
+@dataclass(frozen=True, slots=True)
+class _BlockNumberApdu:
+    """The APDUs that carry only a block number (acknowledge or ask for a block)."""
+
+    block_number: int
+    invoke: InvokeIdAndPriority = DEFAULT_INVOKE
+
+    TAG, CHOICE = 0, 0
+
+    def to_bytes(self) -> bytes:
+        return _header(self.TAG, self.CHOICE, self.invoke) + self.block_number.to_bytes(4, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class _BlockApdu:
+    """The APDUs that carry only a DataBlock-SA."""
+
+    block: DataBlock
+    invoke: InvokeIdAndPriority = DEFAULT_INVOKE
+
+    TAG, CHOICE = 0, 0
+
+    def to_bytes(self) -> bytes:
+        return _header(self.TAG, self.CHOICE, self.invoke) + self.block.to_bytes()
+
+
 # --- GET ---------------------------------------------------------------------------------
 
 
@@ -322,16 +347,10 @@ class GetRequestNormal:
 
 
 @dataclass(frozen=True, slots=True)
-class GetRequestNext:
+class GetRequestNext(_BlockNumberApdu):
     """Get-Request-Next: ask for the block after ``block_number`` of a long GET."""
 
-    block_number: int
-    invoke: InvokeIdAndPriority = DEFAULT_INVOKE
-
     TAG, CHOICE = GET_REQUEST, 2
-
-    def to_bytes(self) -> bytes:
-        return _header(self.TAG, self.CHOICE, self.invoke) + self.block_number.to_bytes(4, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,16 +492,10 @@ class SetRequestWithFirstDatablock:
 
 
 @dataclass(frozen=True, slots=True)
-class SetRequestWithDatablock:
+class SetRequestWithDatablock(_BlockApdu):
     """Set-Request-With-Datablock: a following block of a long SET."""
 
-    block: DataBlock
-    invoke: InvokeIdAndPriority = DEFAULT_INVOKE
-
     TAG, CHOICE = SET_REQUEST, 3
-
-    def to_bytes(self) -> bytes:
-        return _header(self.TAG, self.CHOICE, self.invoke) + self.block.to_bytes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,16 +540,10 @@ class SetResponseNormal:
 
 
 @dataclass(frozen=True, slots=True)
-class SetResponseDatablock:
+class SetResponseDatablock(_BlockNumberApdu):
     """Set-Response-Datablock: block ``block_number`` received, send the next."""
 
-    block_number: int
-    invoke: InvokeIdAndPriority = DEFAULT_INVOKE
-
     TAG, CHOICE = SET_RESPONSE, 2
-
-    def to_bytes(self) -> bytes:
-        return _header(self.TAG, self.CHOICE, self.invoke) + self.block_number.to_bytes(4, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,16 +654,10 @@ class ActionRequestNormal:
 
 
 @dataclass(frozen=True, slots=True)
-class ActionRequestNextPblock:
+class ActionRequestNextPblock(_BlockNumberApdu):
     """Action-Request-Next-Pblock: ask for the block after ``block_number`` of a long return."""
 
-    block_number: int
-    invoke: InvokeIdAndPriority = DEFAULT_INVOKE
-
     TAG, CHOICE = ACTION_REQUEST, 2
-
-    def to_bytes(self) -> bytes:
-        return _header(self.TAG, self.CHOICE, self.invoke) + self.block_number.to_bytes(4, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -702,16 +703,10 @@ class ActionRequestWithListAndFirstPblock:
 
 
 @dataclass(frozen=True, slots=True)
-class ActionRequestWithPblock:
+class ActionRequestWithPblock(_BlockApdu):
     """Action-Request-With-Pblock: a following block of long method parameters."""
 
-    block: DataBlock
-    invoke: InvokeIdAndPriority = DEFAULT_INVOKE
-
     TAG, CHOICE = ACTION_REQUEST, 6
-
-    def to_bytes(self) -> bytes:
-        return _header(self.TAG, self.CHOICE, self.invoke) + self.block.to_bytes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -753,16 +748,10 @@ class ActionResponseNormal:
 
 
 @dataclass(frozen=True, slots=True)
-class ActionResponseWithPblock:
+class ActionResponseWithPblock(_BlockApdu):
     """Action-Response-With-Pblock: one block of long return parameters."""
 
-    block: DataBlock
-    invoke: InvokeIdAndPriority = DEFAULT_INVOKE
-
     TAG, CHOICE = ACTION_RESPONSE, 2
-
-    def to_bytes(self) -> bytes:
-        return _header(self.TAG, self.CHOICE, self.invoke) + self.block.to_bytes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -779,16 +768,10 @@ class ActionResponseWithList:
 
 
 @dataclass(frozen=True, slots=True)
-class ActionResponseNextPblock:
+class ActionResponseNextPblock(_BlockNumberApdu):
     """Action-Response-Next-Pblock: block ``block_number`` of the parameters received."""
 
-    block_number: int
-    invoke: InvokeIdAndPriority = DEFAULT_INVOKE
-
     TAG, CHOICE = ACTION_RESPONSE, 4
-
-    def to_bytes(self) -> bytes:
-        return _header(self.TAG, self.CHOICE, self.invoke) + self.block_number.to_bytes(4, "big")
 
 
 def _read_method(buf: bytes, pos: int) -> tuple[MethodDescriptor, int]:
