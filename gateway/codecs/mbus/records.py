@@ -205,6 +205,8 @@ def _parse(data: bytes, base: int, msb_first: bool) -> RecordBlock:
                 return RecordBlock(
                     tuple(records), dif == _MORE_RECORDS_FOLLOW, data[pos + 1 :], base + pos + 1
                 )
+            if dif == tables.DIF_GLOBAL_READOUT:
+                raise _fail("DIF 0x7F (global readout request) is sent by a master, not in a response", base + pos, "DIF")
             raise _fail(f"reserved special function DIF 0x{dif:02X}", base + pos, "DIF")
         pos += 1
         if dif & 0x80:
