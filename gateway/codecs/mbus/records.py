@@ -210,16 +210,7 @@ def _parse(data: bytes, base: int, msb_first: bool) -> RecordBlock:
             raise _fail(f"reserved special function DIF 0x{dif:02X}", base + pos, "DIF")
         pos += 1
         if dif & 0x80:
-            count = 0
-            while True:
-                if pos >= end:
-                    raise _fail("premature end of record: DIFE expected", base + pos, "DIFE")
-                if count == tables.MAX_DIFE:
-                    raise _fail(f"more than {tables.MAX_DIFE} DIFEs", base + pos, "DIFE")
-                count += 1
-                pos += 1
-                if not data[pos - 1] & 0x80:
-                    break
+            pos = _after_extensions(data, pos, base, "DIFE", tables.MAX_DIFE)
         if pos >= end:
             raise _fail("premature end of record: VIF expected", base + pos, "VIF")
         vif = data[pos]
@@ -232,16 +223,7 @@ def _parse(data: bytes, base: int, msb_first: bool) -> RecordBlock:
                 raise _fail(f"plain-text VIF of {length} characters runs past the end of the data", base + pos, "VIF")
             pos += 1 + length
         if vif & 0x80:
-            count = 0
-            while True:
-                if pos >= end:
-                    raise _fail("premature end of record: VIFE expected", base + pos, "VIFE")
-                if count == tables.MAX_VIFE:
-                    raise _fail(f"more than {tables.MAX_VIFE} VIFEs", base + pos, "VIFE")
-                count += 1
-                pos += 1
-                if not data[pos - 1] & 0x80:
-                    break
+            pos = _after_extensions(data, pos, base, "VIFE", tables.MAX_VIFE)
         if dif & 0x0F == 0x0D:  # variable length: the LVAR byte says how long
             if pos >= end:
                 raise _fail("premature end of record: LVAR byte expected", base + pos, "LVAR")
@@ -277,6 +259,21 @@ def _parse(data: bytes, base: int, msb_first: bool) -> RecordBlock:
             append(_decoded(layout, data[start:data_end], base + start, data[pos:data_end], msb_first))
         pos = data_end
     return RecordBlock(tuple(records))
+
+
+def _after_extensions(data: bytes, pos: int, base: int, name: str, limit: int) -> int:
+    """Where a chain of DIFEs or VIFEs (each with the extension bit set but the last)
+    starting at ``pos`` ends; at most ``limit`` of them (clause 6.3.2, 6.4.2)."""
+    end = len(data)
+    for count in range(limit + 1):
+        if pos >= end:
+            raise _fail(f"premature end of record: {name} expected", base + pos, name)
+        if count == limit:
+            raise _fail(f"more than {limit} {name}s", base + pos, name)
+        pos += 1
+        if not data[pos - 1] & 0x80:
+            return pos
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 _LAYOUTS: dict[bytes, RecordLayout] = {}
