@@ -24,8 +24,12 @@ def next_due(after: datetime, interval_s: int, offset_s: int, tz: ZoneInfo) -> d
         # "daily at 00:00" at midnight and quarter hours on the quarter hour.
         local_day = after.astimezone(tz).date()
         anchor = _local_midnight(local_day, tz)
-        due = _slot_after(after, anchor, interval_s, offset_s)
         next_midnight = _local_midnight(local_day + timedelta(days=1), tz)
+        due = _slot_after(after, anchor, interval_s, offset_s)
+        # On a 25-hour day a slot counted from midnight can fall off the wall-clock grid
+        # (a daily read at 23:00); keep only slots whose local time is on the grid.
+        while due < next_midnight and not _on_grid(due, tz, interval_s, offset_s):
+            due += timedelta(seconds=interval_s)
         if due >= next_midnight:
             due = _slot_after(after, next_midnight, interval_s, offset_s)
         return due
@@ -34,6 +38,12 @@ def next_due(after: datetime, interval_s: int, offset_s: int, tz: ZoneInfo) -> d
 
 def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz).astimezone(timezone.utc)
+
+
+def _on_grid(moment: datetime, tz: ZoneInfo, interval_s: int, offset_s: int) -> bool:
+    local = moment.astimezone(tz)
+    wall_s = local.hour * 3600 + local.minute * 60 + local.second
+    return (wall_s - offset_s) % interval_s == 0
 
 
 def _slot_after(after: datetime, anchor: datetime, interval_s: int, offset_s: int) -> datetime:
