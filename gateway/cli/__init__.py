@@ -22,7 +22,8 @@ from gateway.errors import (
 )
 
 #: Modules that add commands. Each has ``register(verbs: Verbs) -> None``.
-COMMAND_MODULES: tuple[str, ...] = (
+COMMAND_MODULES = (
+    "gateway.cli.daemon_commands",
     "gateway.cli.decode_mbus",
 )
 
