@@ -25,6 +25,7 @@ the frame (or in the user data when no frame offset was given) and the field.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Union
@@ -237,7 +238,7 @@ def decode_user_data(user_data: bytes, *, offset: int = 0) -> Response:
         return _decode_ci(ci, data, offset)
     except MBusFrameError:
         raise
-    except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:  # pragma: no cover - defensive
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError, struct.error) as exc:  # pragma: no cover
         raise MBusFrameError(f"undecodable application data: {exc}", offset=offset, field="CI") from exc
 
 

@@ -24,6 +24,7 @@ libmbus reads it.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Context, Decimal
@@ -179,7 +180,7 @@ def decode_records(data: bytes, *, offset: int = 0, msb_first: bool = False) -> 
         return _parse(bytes(data), offset, msb_first)
     except MBusFrameError:
         raise
-    except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:  # pragma: no cover - defensive
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError, struct.error) as exc:  # pragma: no cover
         raise MBusFrameError(f"undecodable record: {exc}", offset=offset, field="record") from exc
 
 
