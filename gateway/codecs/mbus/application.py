@@ -280,13 +280,13 @@ def _long_header(raw: bytes, msb_first: bool) -> Header:
     if msb_first:
         ident, manufacturer, signature = ident[::-1], manufacturer[::-1], signature[::-1]
     return Header(
-        identification=ident[::-1].hex().upper(),
-        manufacturer=manufacturer_letters(int.from_bytes(manufacturer, "little")),
-        version=raw[6],
-        medium=raw[7],
-        access_number=raw[8],
-        status=raw[9],
-        signature=int.from_bytes(signature, "little"),
+        ident[::-1].hex().upper(),
+        manufacturer_letters(int.from_bytes(manufacturer, "little")),
+        raw[6],  # version
+        raw[7],  # medium
+        raw[8],  # access number
+        raw[9],  # status
+        int.from_bytes(signature, "little"),
     )
 
 
@@ -356,7 +356,7 @@ def decode_response(data: bytes) -> ResponseFrame:
         raise MBusFrameError(
             f"a {type(frame).__name__} carries no application data", offset=0, field="start"
         )
-    if frame.control.from_master:
+    if frame.c & link.C_PRM:
         raise MBusFrameError(
             f"frame from the master ({frame.control.function}), not a slave response", offset=4, field="C"
         )
