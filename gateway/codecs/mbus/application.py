@@ -31,7 +31,7 @@ from decimal import Decimal
 from typing import Union
 
 from gateway.codecs.mbus import link, tables
-from gateway.codecs.mbus.datatypes import decode_bcd, decode_int, encode_bcd, encode_int
+from gateway.codecs.mbus.datatypes import decode_bcd, decode_int
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.records import DataRecord, RecordBlock, decode_records, encode_record
 from gateway.model import value_text
@@ -327,11 +327,6 @@ def _counter(function: str, unit_code: int, first_unit: int | None, raw: bytes, 
                            f"BCD digits are not decimal: {field[::-1].hex().upper()}")
     value = Decimal(mantissa).scaleb(entry.scaler)
     return FixedRecord(function, entry.quantity, entry.unit, value, unit_code, raw, offset, modifiers)
-
-
-def fixed_counter_bytes(value: int, *, binary: bool) -> bytes:
-    """The 4 bytes of a fixed-structure counter (mantissa), BCD or binary."""
-    return encode_int(value, 4) if binary else encode_bcd(value, 4)
 
 
 # --- whole frames ----------------------------------------------------------------------------

@@ -418,6 +418,8 @@ def _interpret_vib(vif: int, vifes: tuple[int, ...], text: str | None) -> _Meani
     key = (vif, vifes, text)
     cached = _MEANINGS.get(key)
     if cached is None:
+        if len(_MEANINGS) >= _LAYOUT_CACHE_SIZE:  # plain texts are arbitrary: stay bounded
+            _MEANINGS.clear()
         cached = _MEANINGS[key] = _interpret_uncached(vif, vifes, text)
     return cached
 
