@@ -142,12 +142,17 @@ class _HdlcStation(ABC):
             frame = self._parser.next_frame()
             if frame is None:
                 return NEED_DATA
-            self._on_frame(frame)
+            try:
+                self._on_frame(frame)
+            except (ValueError, IndexError) as exc:
+                raise DLMSFrameError(f"frame {frame.control} cannot be handled: {exc}", field="frame") from exc
         return self._events.popleft()
 
     def send_apdu(self, apdu: bytes) -> bytes:
         """Frames carrying ``apdu`` (LLC header added, segmented to ``max_info_tx``) that may be
-        sent now; the rest of a long APDU comes as :class:`DataToSend` as the peer acknowledges."""
+        sent now; the rest of a long APDU comes as :class:`DataToSend` as the peer acknowledges.
+        Empty when the window is full of unacknowledged frames (a request whose reply never
+        came): :meth:`poll` makes the peer acknowledge, or reconnect."""
         self._require(CONNECTED, "send an APDU")
         info = self._llc_out + bytes(apdu)
         size = self.parameters.max_info_tx
@@ -209,6 +214,13 @@ class _HdlcStation(ABC):
         self._unacked: deque[tuple[int, bytes, bool]] = deque()
         self._pending: deque[tuple[bytes, bool]] = deque()
         self._reassembly = bytearray()
+
+    def _negotiate(self, offered: HdlcParameters) -> HdlcParameters:
+        """Our parameters bounded by the peer's statement; refused if nothing could be sent."""
+        negotiated = self.settings.parameters.negotiate(offered)
+        if min(negotiated.max_info_tx, negotiated.max_info_rx, negotiated.window_tx, negotiated.window_rx) < 1:
+            raise DLMSFrameError(f"negotiation leaves unusable parameters {negotiated}", field="parameters")
+        return negotiated
 
     def _require(self, state: str, action: str) -> None:
         if self.state != state:
@@ -362,11 +374,11 @@ class HdlcConnection(_HdlcStation):
 
     def _on_ua(self, frame: HdlcFrame) -> None:
         if self.state == CONNECTING:
-            offered = HdlcParameters.from_info(frame.info)
-            negotiated = self.settings.parameters.negotiate(offered)
-            if min(negotiated.max_info_tx, negotiated.max_info_rx, negotiated.window_tx, negotiated.window_rx) < 1:
+            try:
+                negotiated = self._negotiate(HdlcParameters.from_info(frame.info))
+            except DLMSFrameError:
                 self.state = FAILED
-                raise DLMSFrameError(f"UA negotiates unusable parameters {offered}", field="parameters")
+                raise
             self.parameters = negotiated
             self.state = CONNECTED
             self._events.append(Connected(negotiated, frame.source))
@@ -429,8 +441,13 @@ class HdlcServerConnection(_HdlcStation):
         super()._on_frame(frame)
 
     def _on_snrm(self, frame: HdlcFrame) -> None:
-        proposal = HdlcParameters.from_info(frame.info)
-        negotiated = self.settings.parameters.negotiate(proposal)
+        try:
+            negotiated = self._negotiate(HdlcParameters.from_info(frame.info))
+        except DLMSFrameError:
+            # Parameters it cannot work with: the server stays disconnected (6.4.4.4.3.2).
+            self._client = frame.source
+            self._emit(self._frame(Control.unnumbered("DM")))
+            raise
         self._reset_link()
         self._client = frame.source
         self.parameters = negotiated

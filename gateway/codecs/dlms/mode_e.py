@@ -130,6 +130,8 @@ def _identification(line: bytes) -> Identification:
         raise DLMSFrameError("identification does not start with '/'", offset=0, field="start")
     if not line.endswith(CRLF):
         raise DLMSFrameError("identification does not end with CR LF", offset=max(0, len(line) - 2), field="end")
+    if len(line) > MAX_LINE:
+        raise DLMSFrameError(f"identification longer than {MAX_LINE} bytes", offset=MAX_LINE, field="identification")
     if len(line) < 7:
         raise DLMSFrameError(f"identification of {len(line)} bytes is too short", offset=len(line), field="identification")
     text = line[1:-2]

@@ -69,13 +69,14 @@ class WrapperParser:
 
     A header with another version or a length above ``max_apdu_length`` (the largest APDU
     the station accepts) raises :class:`DLMSFrameError` with offset and field; the parser
-    then skips to the next ``00 01`` that could start a header and counts what it skipped in
-    :attr:`skipped_bytes`.
+    then skips to the next ``00 01`` that could start a header, quietly until a message
+    decodes again, and counts what it skipped in :attr:`skipped_bytes`.
     """
 
     def __init__(self, max_apdu_length: int = MAX_LENGTH_FIELD) -> None:
         self.max_apdu_length = max_apdu_length
         self._buffer = bytearray()
+        self._hunting = False  # framing lost: skipping quietly to the next header
         self.skipped_bytes = 0
         self.messages = 0
         self.errors = 0
@@ -101,35 +102,44 @@ class WrapperParser:
     def next_message(self) -> WrapperMessage | None:
         """The next whole message, or None when more bytes are needed."""
         buf = self._buffer
-        if len(buf) >= 2 and buf[:2] != _VERSION_BYTES:
-            raise self._fail(f"version 0x{buf[0]:02X}{buf[1]:02X}, expected 0x0001", 0, "version")
-        if len(buf) < HEADER_LENGTH:
-            return None
-        length = int.from_bytes(buf[6:8], "big")
-        if length > self.max_apdu_length:
-            raise self._fail(f"length {length} exceeds the largest accepted APDU ({self.max_apdu_length})", 6, "length")
-        if len(buf) < HEADER_LENGTH + length:
-            return None
-        message = WrapperMessage(
-            source=int.from_bytes(buf[2:4], "big"),
-            destination=int.from_bytes(buf[4:6], "big"),
-            apdu=bytes(buf[HEADER_LENGTH : HEADER_LENGTH + length]),
-        )
-        del buf[: HEADER_LENGTH + length]
-        self.messages += 1
-        return message
+        while True:
+            if len(buf) >= 2 and buf[:2] != _VERSION_BYTES:
+                self._lost("version", f"version 0x{buf[0]:02X}{buf[1]:02X}, expected 0x0001", 0, 1)
+                continue
+            if len(buf) < HEADER_LENGTH:
+                return None
+            length = int.from_bytes(buf[6:8], "big")
+            if length > self.max_apdu_length:
+                # The header itself was well placed: look for the next one after it.
+                reason = f"length {length} exceeds the largest accepted APDU ({self.max_apdu_length})"
+                self._lost("length", reason, 6, HEADER_LENGTH)
+                continue
+            if len(buf) < HEADER_LENGTH + length:
+                return None
+            message = WrapperMessage(
+                source=int.from_bytes(buf[2:4], "big"),
+                destination=int.from_bytes(buf[4:6], "big"),
+                apdu=bytes(buf[HEADER_LENGTH : HEADER_LENGTH + length]),
+            )
+            del buf[: HEADER_LENGTH + length]
+            self._hunting = False
+            self.messages += 1
+            return message
 
-    def _fail(self, reason: str, offset: int, field: str) -> DLMSFrameError:
-        # The stream has lost its framing: resume at the next byte pair that could be a version.
+    def _lost(self, field: str, reason: str, offset: int, skip: int) -> None:
+        """The stream has lost its framing: skip to the next byte pair that could be a version.
+        The first loss raises; what is skipped until a message decodes again is only counted."""
         buf = self._buffer
-        start = buf.find(_VERSION_BYTES, 1)
+        start = buf.find(_VERSION_BYTES, skip)
         if start < 0:
             # Keep a last 0x00: it may be the first half of the next version field.
             start = len(buf) - 1 if buf[-1:] == b"\x00" else len(buf)
         del buf[:start]
         self.skipped_bytes += start
-        self.errors += 1
-        return DLMSFrameError(reason, offset=offset, field=field)
+        if not self._hunting:
+            self._hunting = True
+            self.errors += 1
+            raise DLMSFrameError(reason, offset=offset, field=field)
 
 
 class WrapperConnection:
