@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.codecs.dlms.errors import DLMSFrameError
+from gateway.codecs.dlms.stream import StreamBuffer, decode_exactly
 
 FLAG = 0x7E
 
@@ -323,22 +324,10 @@ def decode_frame(data: bytes) -> HdlcFrame:
     """Decode exactly one whole frame, flags included; anything short, broken or trailing is an
     error (:class:`DLMSFrameError` with offset and field)."""
     parser = HdlcParser()
-    parser.receive_data(data)
-    frame = parser.next_frame()
-    if frame is None:
-        raise DLMSFrameError(
-            f"frame is incomplete: {len(data)} bytes, need {parser.bytes_needed()} more",
-            offset=len(data),
-            field="length",
-        )
-    if parser.skipped_bytes:
-        raise DLMSFrameError("bytes before the opening flag", offset=0, field="flag")
-    if parser.buffered:
-        raise DLMSFrameError(f"{parser.buffered} trailing bytes after the frame", offset=len(data) - parser.buffered)
-    return frame
+    return decode_exactly(parser, parser.next_frame, data, "frame")
 
 
-class HdlcParser:
+class HdlcParser(StreamBuffer):
     """Finds HDLC frames in a byte stream by their length field (sans-IO).
 
     Feed bytes with :meth:`receive_data`; call :meth:`next_frame` until it returns ``None``
@@ -352,26 +341,18 @@ class HdlcParser:
     """
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        super().__init__()
         # The closing flag of the last frame stays buffered: it may open the next frame.
         self._flag_kept = False
-        self.skipped_bytes = 0
         self.frames = 0
-        self.errors = 0
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet part of a frame (a kept closing flag does not count)."""
         return len(self._buffer) - self._flag_kept
 
-    def receive_data(self, data: bytes) -> None:
-        self._buffer += data
-
     def clear(self) -> None:
-        """Forget buffered bytes (e.g. after a timeout, so a late reply is never taken for the
-        answer to the next request)."""
-        self.skipped_bytes += self.buffered
-        self._buffer.clear()
+        super().clear()
         self._flag_kept = False
 
     def bytes_needed(self) -> int:

@@ -65,6 +65,9 @@ CONNECTED = "connected"
 DISCONNECTING = "disconnecting"
 FAILED = "failed"  # FRMR condition: only SNRM or DISC help
 
+#: Frames that carry N(R) and need a connected link.
+NUMBERED_FRAMES = frozenset({"I", "RR", "RNR"})
+
 # FRMR information field, ISO/IEC 13239 5.5.3.4.3: third byte, reason bits.
 FRMR_REASON_BITS = {0x01: "W", 0x02: "X", 0x04: "Y", 0x08: "Z"}
 FRMR_BIT = {name: bit for bit, name in FRMR_REASON_BITS.items()}
@@ -233,6 +236,13 @@ class _HdlcStation(ABC):
         handler = self._handlers().get(frame.kind)
         if handler is None:
             self._unexpected(frame)
+        elif frame.kind in NUMBERED_FRAMES:
+            # I, RR and RNR only mean something on a connected link, and acknowledge with N(R).
+            if self.state != CONNECTED:
+                self._unexpected(frame)
+                return
+            self._acknowledge(frame)
+            handler(frame)
         else:
             handler(frame)
 
@@ -267,10 +277,6 @@ class _HdlcStation(ABC):
         return DLMSFrameError(reason, field=field_name)
 
     def _on_i(self, frame: HdlcFrame) -> None:
-        if self.state != CONNECTED:
-            self._unexpected(frame)
-            return
-        self._acknowledge(frame)
         ns, poll_final = frame.control.ns, frame.control.poll_final
         if ns != self._vr:
             # Discard it; with P/F the peer waits for us: RR with V(R) says what to send again.
@@ -294,10 +300,6 @@ class _HdlcStation(ABC):
         self._emit(self._send_window())
 
     def _on_rr(self, frame: HdlcFrame) -> None:
-        if self.state != CONNECTED:
-            self._unexpected(frame)
-            return
-        self._acknowledge(frame)
         self._busy = False
         if frame.control.poll_final and self._unacked:
             # The peer is waiting and has not got everything: go back to N(R).
@@ -311,10 +313,6 @@ class _HdlcStation(ABC):
         """A poll with nothing to send: the client has nothing to do, a server answers RR."""
 
     def _on_rnr(self, frame: HdlcFrame) -> None:
-        if self.state != CONNECTED:
-            self._unexpected(frame)
-            return
-        self._acknowledge(frame)
         self._busy = True
         self._events.append(PeerBusy(frame.control.nr))
 

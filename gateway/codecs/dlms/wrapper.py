@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from gateway.codecs.dlms.errors import DLMSFrameError
 from gateway.codecs.dlms.link_events import NEED_DATA, ApduReceived, LinkEvent
+from gateway.codecs.dlms.stream import StreamBuffer, decode_exactly
 
 WRAPPER_VERSION = 0x0001
 HEADER_LENGTH = 8
@@ -53,18 +54,10 @@ def decode_wrapper(data: bytes, max_apdu_length: int = MAX_LENGTH_FIELD) -> Wrap
     """Decode exactly one whole message (a UDP datagram); short, broken or trailing bytes are
     an error."""
     parser = WrapperParser(max_apdu_length)
-    parser.receive_data(data)
-    message = parser.next_message()
-    if message is None:
-        raise DLMSFrameError(
-            f"message is incomplete: {len(data)} bytes, need {parser.bytes_needed()} more", offset=len(data), field="length"
-        )
-    if parser.buffered:
-        raise DLMSFrameError(f"{parser.buffered} trailing bytes after the message", offset=len(data) - parser.buffered)
-    return message
+    return decode_exactly(parser, parser.next_message, data, "message")
 
 
-class WrapperParser:
+class WrapperParser(StreamBuffer):
     """Finds wrapper messages in a TCP byte stream (sans-IO).
 
     A header with another version or a length above ``max_apdu_length`` (the largest APDU
@@ -74,24 +67,10 @@ class WrapperParser:
     """
 
     def __init__(self, max_apdu_length: int = MAX_LENGTH_FIELD) -> None:
+        super().__init__()
         self.max_apdu_length = max_apdu_length
-        self._buffer = bytearray()
         self._hunting = False  # framing lost: skipping quietly to the next header
-        self.skipped_bytes = 0
         self.messages = 0
-        self.errors = 0
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-    def receive_data(self, data: bytes) -> None:
-        self._buffer += data
-
-    def clear(self) -> None:
-        """Forget buffered bytes (after a timeout or a reconnect)."""
-        self.skipped_bytes += len(self._buffer)
-        self._buffer.clear()
 
     def bytes_needed(self) -> int:
         buf = self._buffer

@@ -69,3 +69,13 @@ def _tlv(data: bytes, pos: int) -> tuple[int, int, int]:
         length = int.from_bytes(data[start : start + count], "big")
         start += count
     return data[pos], start, start + length
+
+
+def units_from_chunks(parser, next_unit, stream: bytes, cuts: list[int]) -> list:
+    """Feed ``stream`` cut at ``cuts`` (sorted offsets) to a stream parser; every unit out."""
+    out = []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        parser.receive_data(stream[start:end])
+        while (unit := next_unit()) is not None:
+            out.append(unit)
+    return out

@@ -15,7 +15,7 @@ from gateway.codecs.dlms.wrapper import (
     WrapperParser,
     decode_wrapper,
 )
-from tests.codecs.dlms.hdlc_vectors import AARQ_NO_AUTH, RECORDED_AARE
+from tests.codecs.dlms.hdlc_vectors import AARQ_NO_AUTH, RECORDED_AARE, units_from_chunks
 
 # Recorded on loopback from tests/peers/dlms-meter (gurux-dlms 1.0.203, --iface wrapper):
 # the AARQ this codec sent and the AARE the meter answered.
@@ -123,12 +123,8 @@ def test_messages_come_out_of_a_stream_in_any_chunking(batch, data):
     stream = b"".join(m.to_bytes() for m in batch)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
     parser = WrapperParser()
-    out = []
-    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
-        parser.receive_data(stream[start:end])
-        while (message := parser.next_message()) is not None:
-            out.append(message)
-    assert out == batch
+    assert units_from_chunks(parser, parser.next_message, stream, cuts) == batch
+    assert (parser.skipped_bytes, parser.errors, parser.buffered) == (0, 0, 0)
 
 
 def test_a_run_of_noise_raises_once_and_a_later_loss_raises_again():
