@@ -169,7 +169,7 @@ def start_meter(
     """Start gx_meter_server.py on a free loopback port and wait until it listens."""
     python = peer_python()
     options = ["--iface", iface, "--auth", auth, *(["--secure"] if secure else []), "-v", *args]
-    for attempt in range(START_ATTEMPTS):
+    for _attempt in range(START_ATTEMPTS):
         port = free_port()
         log = log_dir / f"dlms-meter-{port}.log"
         with open(log, "wb") as out:

@@ -135,9 +135,11 @@ class _HdlcStation(ABC):
         self._parser.receive_data(data)
 
     def clear(self) -> None:
-        """Drop buffered bytes and queued events (after a timeout, before retrying)."""
+        """Drop buffered bytes, queued events and a half-reassembled APDU (after a timeout,
+        before retrying), so nothing stale is glued to the next reply."""
         self._parser.clear()
         self._events.clear()
+        self._reassembly.clear()
 
     def next_event(self) -> LinkEvent:
         """The next event, or :data:`NEED_DATA` when more bytes are needed."""
@@ -309,8 +311,9 @@ class _HdlcStation(ABC):
         elif frame.control.poll_final:
             self._answer_poll()
 
+    @abstractmethod
     def _answer_poll(self) -> None:
-        """A poll with nothing to send: the client has nothing to do, a server answers RR."""
+        """The peer polled (RR with P/F) and nothing is waiting to be sent."""
 
     def _on_rnr(self, frame: HdlcFrame) -> None:
         self._busy = True
@@ -369,6 +372,9 @@ class HdlcConnection(_HdlcStation):
 
     def _handlers(self):
         return {**super()._handlers(), "UA": self._on_ua, "DM": self._on_dm, "FRMR": self._on_frmr}
+
+    def _answer_poll(self) -> None:
+        """Nothing: a server does not poll its client (6.4.4.1, normal response mode)."""
 
     def _on_ua(self, frame: HdlcFrame) -> None:
         if self.state == CONNECTING:

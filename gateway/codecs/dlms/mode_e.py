@@ -137,7 +137,8 @@ def _identification(line: bytes) -> Identification:
     text = line[1:-2]
     for offset, byte in enumerate(text, start=1):
         if not 0x20 <= byte <= 0x7E or byte in b"/!":
-            raise DLMSFrameError(f"character 0x{byte:02X} is not allowed in an identification", offset=offset, field="identification")
+            reason = f"character 0x{byte:02X} is not allowed in an identification"
+            raise DLMSFrameError(reason, offset=offset, field="identification")
     chars = text.decode("ascii")
     manufacturer, baud_char, rest = chars[:3], chars[3], chars[4:]
     if not manufacturer.isalpha():
@@ -226,7 +227,8 @@ class ModeEOpening:
         if ident is None:
             raise DLMSError("no identification received yet", field="state")
         if not ident.mode_e:
-            raise DLMSError(f"meter {ident.manufacturer} {ident.identification!r} does not offer mode E (no \\2)", field="enhanced")
+            reason = f"meter {ident.manufacturer} {ident.identification!r} does not offer mode E (no \\2)"
+            raise DLMSError(reason, field="enhanced")
         char = baud_char or ident.baud_char
         if char not in BAUD_RATES_MODE_C:
             raise DLMSError(f"baud rate character {char!r} is not a mode E rate", field="baud rate")

@@ -298,7 +298,9 @@ def test_physical_address_from_serial_number_is_the_dlms_ua_formula():
     assert physical_address_from_serial(9999) == 10999
 
 
-@pytest.mark.parametrize(("upper", "lower", "size"), [(128, None, 1), (1, None, 2), (1, 5, 1), (1, 128, 2), (1, 0x4000, 4), (1, 1, 3)])
+@pytest.mark.parametrize(
+    ("upper", "lower", "size"), [(128, None, 1), (1, None, 2), (1, 5, 1), (1, 128, 2), (1, 0x4000, 4), (1, 1, 3)]
+)
 def test_impossible_addresses_cannot_be_built(upper, lower, size):
     with pytest.raises(ValueError):
         HdlcAddress(upper, lower, size)

@@ -443,3 +443,12 @@ def test_server_answers_dm_to_a_snrm_asking_for_zero_length_frames():
     [dm] = events_after(server)
     assert decode_frame(dm.data).control == Control.unnumbered("DM")
     assert server.state == DISCONNECTED
+
+
+def test_clear_after_a_timeout_forgets_a_half_received_reply():
+    conn = connected_client()
+    conn.send_apdu(b"\xc0\x01")
+    events_after(conn, from_server(Control.information(0, 1), LLC_RESPONSE + b"stale", segmented=True))
+    conn.clear()
+    conn.send_apdu(b"\xc0\x02")
+    assert events_after(conn, from_server(Control.information(1, 2), LLC_RESPONSE + b"fresh")) == [ApduReceived(b"fresh")]
