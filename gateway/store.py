@@ -1,0 +1,1162 @@
+"""The SQLite store-and-forward outbox: what was collected is committed here before anyone
+is told about it, and uplinks read it back in sequence order.
+
+Contract (see DESIGN.md, "Delivery"):
+
+- :meth:`Store.append` commits a batch of records in one transaction (WAL, ``synchronous``
+  per the configuration) and gives every record a gateway-wide sequence number. Sequence
+  numbers are never reused: not after drops, not after a restart, not after a corrupt file
+  was quarantined (see "Sequence numbers" below).
+- Each uplink keeps its own cursor (:meth:`Store.cursor`, :meth:`Store.advance_cursor`),
+  moved only when the far side acknowledged. Records stay after acknowledgement until
+  retention removes them, so an HES can ask for a replay from any stored sequence number.
+- The stored records are always one contiguous range of sequence numbers: retention and
+  disk-full handling drop the *oldest* records (a prefix), and say so with a
+  ``store.dropped`` event that counts what was dropped of which devices and whether unsent
+  records were among them.
+- A corrupt file is moved aside (``store.sqlite.corrupt-<time>``, never deleted) and a fresh
+  store started, with a ``store.quarantined`` event.
+- A full disk never stops the process: the write is rolled back, :class:`StoreFullError`
+  raised, the oldest records are dropped to make room (``store.disk_full`` and
+  ``store.dropped`` events) and the caller retries; the first write that succeeds again adds
+  a ``store.recovered`` event saying how long the store was full.
+
+Sequence numbers: the next number is one above the highest of (the highest stored seq, the
+``last_seq`` kept in the ``meta`` table whenever records are deleted). Besides, a small side
+file ``<store>.seq`` holds a *reservation*: no seq above it has been used. It is written
+(fsync'd, atomically replaced) before a commit would go past it, a block of
+:data:`SEQ_RESERVATION` at a time. When a corrupt file is quarantined, the new store starts
+above the highest seq that can still be read from the corrupt file and above the
+reservation, so numbers are never reused (the HES sees a gap, explained by the event). Only
+if both the store file and its side file are lost does numbering start again at 1.
+
+Disk full: SQLite cannot checkpoint a WAL into a database file that must grow when the disk
+is full, and then not even deletions can be written (tried on a 2 MiB tmpfs). So the store
+keeps a *reserve* file (``<store>.reserve``, a few hundred KiB to 8 MiB depending on
+``max_bytes``) and keeps the WAL well below that size (``wal_autocheckpoint``); on a full
+disk it deletes the reserve, checkpoints, drops the oldest records and checkpoints again,
+after which new records reuse the freed pages. The reserve is recreated by
+:meth:`Store.enforce_retention` once the disk has room again.
+
+Threading: all SQL runs on one dedicated writer thread (a single-worker executor); the
+async methods never block the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+from gateway.config import StoreSection
+from gateway.errors import StoreError, StoreFullError
+from gateway.model import Event, Reading, Record, Severity, StoredRecord, utc_now
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+#: ``records.kind``
+READING, EVENT = 0, 1
+#: Sequence numbers reserved in the side file at a time (one small fsync'd write per block).
+SEQ_RESERVATION = 100_000
+#: Records deleted per transaction when dropping (keeps the WAL of one drop bounded).
+DROP_CHUNK = 50_000
+#: Records fetched per round trip to the writer thread by :meth:`Store.query_readings`.
+QUERY_PAGE = 1000
+#: Retention by size drops down to this fraction of ``max_bytes`` (so it does not run on
+#: every call once the store is at its limit).
+SIZE_HYSTERESIS = 0.9
+BUSY_TIMEOUT_MS = 5000
+CACHE_KIB = 4096
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+-- what a reading measures; records refer to it so rows stay small
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    device INTEGER NOT NULL,
+    quantity TEXT NOT NULL,
+    obis TEXT,
+    unit TEXT,
+    last_seq INTEGER NOT NULL DEFAULT 0        -- newest reading of this series
+);
+-- raw frames kept for audit, deduplicated by content
+CREATE TABLE IF NOT EXISTS frames (
+    id INTEGER PRIMARY KEY,
+    sha256 BLOB NOT NULL UNIQUE,
+    raw BLOB NOT NULL,
+    last_seq INTEGER NOT NULL                  -- no record above this refers to the frame
+);
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY,                   -- gateway-wide sequence number
+    kind INTEGER NOT NULL,                     -- 0 reading, 1 event
+    device INTEGER,                            -- devices.id
+    series INTEGER,                            -- series.id (readings)
+    value,                                     -- no affinity: exact text, blob or 0/1 as stored
+    vtype TEXT,                                -- value type tag (_VALUE_TYPES)
+    meter_time TEXT,                           -- ISO 8601 as the meter gave it (offset kept)
+    captured_at TEXT NOT NULL,                 -- ISO 8601 UTC; an event's occurred_at
+    stored_ms INTEGER NOT NULL,                -- commit time, ms since 1970 UTC
+    status TEXT,
+    frame INTEGER,                             -- frames.id
+    code TEXT,                                 -- event columns
+    severity TEXT,
+    message TEXT,
+    source TEXT,
+    details TEXT                               -- JSON object
+);
+-- every index entry carries the rowid (seq): this orders entries by (device, seq)
+CREATE INDEX IF NOT EXISTS records_device ON records(device);
+CREATE TABLE IF NOT EXISTS cursors (uplink TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+_INSERT_RECORD = "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_RECORD_COLUMNS = (
+    "r.seq, r.kind, r.device, r.series, r.value, r.vtype, r.meter_time, r.captured_at,"
+    " r.stored_ms, r.status, r.frame, f.raw, r.code, r.severity, r.message, r.source, r.details"
+)
+_SELECT_RECORDS = f"SELECT {_RECORD_COLUMNS} FROM records r LEFT JOIN frames f ON f.id = r.frame"
+# driven by the small series table (CROSS JOIN fixes the loop order), one lookup per series
+_SELECT_NEWEST = (
+    f"SELECT {_RECORD_COLUMNS} FROM series s CROSS JOIN records r ON r.seq = s.last_seq"
+    " LEFT JOIN frames f ON f.id = r.frame ORDER BY r.seq"
+)
+
+
+# -- exact values -------------------------------------------------------------------------
+
+#: Value types in the order they are tried (bool before int, datetime before date), each
+#: with its tag, how it is stored and how it is rebuilt. The stored form is exact.
+_VALUE_TYPES: tuple[tuple[type, str, Callable[[Any], Any], Callable[[Any], Any]], ...] = (
+    (Decimal, "d", str, Decimal),
+    (bool, "b", int, bool),
+    (str, "s", str, str),
+    (bytes, "x", bytes, bytes),
+    (bytearray, "x", bytes, bytes),
+    (datetime, "t", datetime.isoformat, datetime.fromisoformat),
+    (date, "D", date.isoformat, date.fromisoformat),
+    (time, "T", time.isoformat, time.fromisoformat),
+    (int, "i", int, int),
+)
+_ENCODE = {kind: (tag, encode) for kind, tag, encode, _ in _VALUE_TYPES}
+_DECODE = {tag: decode for _, tag, _, decode in _VALUE_TYPES}
+
+
+def encode_value(value: Any) -> tuple[Any, str | None]:
+    """A reading value as ``(stored value, type tag)``; ``None`` is ``(None, None)``."""
+    if value is None:
+        return None, None
+    entry = _ENCODE.get(type(value))
+    if entry is None:
+        entry = next(((tag, encode) for kind, tag, encode, _ in _VALUE_TYPES if isinstance(value, kind)), None)
+        if entry is None:
+            raise StoreError(f"cannot store a reading value of type {type(value).__name__}")
+    tag, encode = entry
+    return encode(value), tag
+
+
+def decode_value(stored: Any, tag: str | None) -> Any:
+    return None if tag is None else _DECODE[tag](stored)
+
+
+def utc_text(moment: datetime) -> str:
+    """``2024-05-01T12:00:00.000000Z``: fixed width, so text order is time order."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def to_ms(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+def from_ms(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+# -- public results -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """What :meth:`Store.stats` reports. ``backlog`` is, per uplink, how many stored records
+    lie beyond its cursor; ``bytes`` is the database file (page_count × page_size) and
+    ``free_bytes`` the part of it that is free for reuse."""
+
+    records: int
+    readings: int
+    events: int
+    bytes: int
+    free_bytes: int
+    wal_bytes: int
+    first_seq: int | None
+    last_seq: int
+    cursors: dict[str, int]
+    backlog: dict[str, int]
+    dropped_total: int
+    quarantined: tuple[Path, ...]
+    disk_full: bool
+    full_since: datetime | None = None
+
+
+class _Corrupt(Exception):
+    """The store file is damaged (raised while opening; leads to quarantine)."""
+
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return isinstance(exc, sqlite3.DatabaseError) and code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+@dataclass
+class _Transaction:
+    next_seq: int
+    stored_ms: int
+    stored: list[int] = field(default_factory=list)
+
+
+T = TypeVar("T")
+
+
+# -- the writer thread's side -------------------------------------------------------------
+
+
+class _SyncStore:
+    """The store as plain blocking calls. Lives on the writer thread: every method runs
+    there, one at a time. :class:`Store` is its asynchronous face."""
+
+    def __init__(self, path: Path, config: StoreSection, clock: Callable[[], datetime], read_only: bool) -> None:
+        self.path = path
+        self.config = config
+        self.clock = clock
+        self.read_only = read_only
+        self.last_seq = 0
+        self.on_commit: Callable[[int], None] | None = None
+        self.full_since: datetime | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._reserved = 0  # no seq above this has been used (side file)
+        self._pending: list[Event] = []  # the store's own events not yet written
+        self._carry: tuple[int, dict[str, str]] | None = None  # from a quarantined file
+        self._device_ids: dict[str, int] = {}
+        self._device_names: dict[int, str] = {}
+        self._series_ids: dict[tuple[int, str, str | None, str | None], int] = {}
+        self._series: dict[int, tuple[int, str, str | None, str | None]] = {}
+        self.reserve_bytes = min(8 << 20, max(256 << 10, config.max_bytes // 64))
+
+    # files next to the store
+    @property
+    def seq_file(self) -> Path:
+        return self.path.with_name(self.path.name + ".seq")
+
+    @property
+    def reserve_file(self) -> Path:
+        return self.path.with_name(self.path.name + ".reserve")
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the store is not open (use `async with Store(...)`)")
+        return self._conn
+
+    # -- opening and closing --
+
+    def open(self) -> None:
+        if self.read_only:
+            self._open_read_only()
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._reserved = self._read_seq_file()
+        try:
+            self._open_file()
+        except _Corrupt as exc:
+            self._quarantine(str(exc))
+            try:
+                self._open_file()
+            except _Corrupt as again:
+                raise StoreError(f"{self.path}: a fresh store cannot be created: {again}") from None
+        self._flush_pending()
+        self._ensure_reserve()
+
+    def _open_file(self) -> None:
+        existed = self.path.exists()
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        try:
+            if existed:
+                problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+                if problems != ["ok"]:
+                    raise _Corrupt("; ".join(problems[:3]))
+            self._configure(conn)
+            conn.executescript(SCHEMA)
+            self._conn = conn
+            self._check_schema_version()
+            self._take_carry_over()
+            self._load()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            self._conn = None
+            if _is_corrupt(exc):
+                raise _Corrupt(str(exc)) from None
+            raise StoreError(f"{self.path}: cannot open the store: {exc}") from None
+        except BaseException:
+            conn.close()
+            self._conn = None
+            raise
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        # Keep the WAL far below the reserve: on a full disk a checkpoint may have to grow
+        # the database file by up to the WAL's size.
+        wal_pages = max(16, self.reserve_bytes // page_size // 4)
+        for pragma in (
+            f"busy_timeout = {BUSY_TIMEOUT_MS}",
+            "journal_mode = WAL",
+            f"synchronous = {self.config.synchronous.upper()}",
+            f"wal_autocheckpoint = {wal_pages}",
+            f"journal_size_limit = {2 * wal_pages * page_size}",
+            f"cache_size = -{CACHE_KIB}",
+        ):
+            conn.execute(f"PRAGMA {pragma}")
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"{self.path}: the file system does not support SQLite's WAL mode (journal_mode={mode})")
+
+    def _check_schema_version(self) -> None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: store schema version {row[0]} is newer than this gateway understands "
+                f"({SCHEMA_VERSION}); upgrade the gateway"
+            )
+
+    def _open_read_only(self) -> None:
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no store here")
+        conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA query_only = 1")
+            self._conn = conn
+            self._load()
+        except sqlite3.Error as exc:
+            conn.close()
+            self._conn = None
+            raise StoreError(f"{self.path}: cannot read the store: {exc}") from None
+
+    def _load(self) -> None:
+        conn = self.conn
+        highest = conn.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0
+        kept = self._meta("last_seq") or 0
+        self.last_seq = max(highest, int(kept))
+        self._load_names()
+
+    def _load_names(self) -> None:
+        self._device_names = dict(self.conn.execute("SELECT id, name FROM devices"))
+        self._device_ids = {name: id_ for id_, name in self._device_names.items()}
+        self._series = {row[0]: tuple(row[1:]) for row in self.conn.execute("SELECT id, device, quantity, obis, unit FROM series")}
+        self._series_ids = {key: id_ for id_, key in self._series.items()}
+
+    def close(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            if not self.read_only:
+                self._checkpoint_quietly()
+        finally:
+            self._conn.close()
+            self._conn = None
+
+    # -- quarantine --
+
+    def _quarantine(self, reason: str) -> None:
+        stamp = self.clock().astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        number = 1
+        while target.exists():
+            number += 1
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{number}")
+        for suffix in ("-wal", "-shm", ""):
+            source = Path(str(self.path) + suffix)
+            if source.exists():
+                os.replace(source, Path(str(target) + suffix))
+        salvaged_seq, state = _salvage(target)
+        carried = max(salvaged_seq, self._reserved)
+        self._carry = (carried, state)
+        log.error("store %s is corrupt (%s); moved it to %s and started a fresh store at seq %d", self.path, reason, target, carried + 1)
+        self._pending.append(
+            Event(
+                code="store.quarantined",
+                severity=Severity.ERROR,
+                message=f"the store file was corrupt ({reason}); it was moved to {target.name} and a fresh store started",
+                occurred_at=self.clock(),
+                source="store",
+                details={
+                    "file": str(target),
+                    "reason": reason[:500],
+                    "readable_last_seq": salvaged_seq,
+                    "reserved_seq": self._reserved,
+                    "next_seq": carried + 1,
+                    "state_keys_salvaged": len(state),
+                },
+            )
+        )
+
+    def _take_carry_over(self) -> None:
+        """Into a fresh store after quarantine: the seq high-water mark and what could be
+        read of the durable state (invocation counters must not go back)."""
+        if self._carry is None:
+            return
+        carried, state = self._carry
+        with self._transaction():
+            self._set_meta("last_seq", carried)
+            self.conn.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)", state.items())
+        self._carry = None
+
+    # -- sequence reservation (side file) --
+
+    def _read_seq_file(self) -> int:
+        try:
+            text = self.seq_file.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StoreError(f"{self.seq_file}: cannot read the sequence reservation: {exc.strerror}") from None
+        try:
+            return int(text)
+        except ValueError:
+            log.error("%s does not hold a number (%r); ignoring it", self.seq_file, text[:40])
+            return 0
+
+    def _reserve_seqs(self, through: int) -> None:
+        if through <= self._reserved:
+            return
+        reserved = through + SEQ_RESERVATION
+        _write_durably(self.seq_file, f"{reserved}\n".encode("ascii"))
+        self._reserved = reserved
+
+    # -- disk-full reserve --
+
+    def _ensure_reserve(self) -> None:
+        if self.read_only or self.reserve_file.exists():
+            return
+        try:
+            _write_reserve(self.reserve_file, self.reserve_bytes)
+        except OSError as exc:
+            log.warning("cannot create the disk-full reserve %s: %s", self.reserve_file, exc.strerror)
+
+    def _release_reserve(self) -> bool:
+        try:
+            self.reserve_file.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    # -- transactions --
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_Transaction]:
+        conn = self.conn
+        tx = _Transaction(next_seq=self.last_seq + 1, stored_ms=to_ms(self.clock()))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield tx
+            self._reserve_seqs(tx.next_seq - 1)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        if tx.next_seq - 1 != self.last_seq:
+            self.last_seq = tx.next_seq - 1
+            if self.on_commit is not None:
+                self.on_commit(self.last_seq)
+
+    def _rollback(self) -> None:
+        """Roll back, and forget the ids handed out in the rolled-back transaction."""
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self._load_names()
+        except sqlite3.Error as exc:
+            log.error("store %s: rollback failed: %s", self.path, exc)
+            for names in (self._device_ids, self._device_names, self._series_ids, self._series):
+                names.clear()
+
+    @contextmanager
+    def _durable(self) -> Iterator[None]:
+        """Commits inside survive power loss even when the store runs synchronous=NORMAL."""
+        if self.config.synchronous == "full":
+            yield
+            return
+        self.conn.execute("PRAGMA synchronous = FULL")
+        try:
+            yield
+        finally:
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """SQLite and OS errors as the gateway's: StoreFullError for a full disk."""
+        self._writable()
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            if _is_full(exc):
+                raise StoreFullError(f"{self.path}: the disk is full while {doing}") from exc
+            raise StoreError(f"{self.path}: {doing} failed: {exc}") from exc
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.path}: the store was opened read-only")
+
+    # -- inserting --
+
+    def _insert(self, tx: _Transaction, records: Sequence[Record]) -> range:
+        """Insert records with the next seqs of the transaction; returns their seqs."""
+        first = tx.next_seq
+        if not records:
+            return range(first, first)
+        last = first + len(records) - 1
+        stored_ms = tx.stored_ms
+        rows: list[tuple[Any, ...]] = []
+        series_last: dict[int, int] = {}
+        frame_ids: dict[bytes, int] = {}
+        seen_time: datetime | None = None
+        seen_text = ""
+        seen_meter: datetime | None = None
+        meter_text: str | None = None
+        series_ids = self._series_ids
+        device_ids = self._device_ids
+        for seq, record in enumerate(records, first):
+            if type(record) is Reading or isinstance(record, Reading):
+                device = device_ids.get(record.device) or self._device_id(record.device)
+                key = (device, record.quantity, record.obis, record.unit)
+                series = series_ids.get(key) or self._series_id(key)
+                series_last[series] = seq
+                if record.captured_at is not seen_time:
+                    seen_time, seen_text = record.captured_at, utc_text(record.captured_at)
+                if record.meter_time is not seen_meter:
+                    seen_meter = record.meter_time
+                    meter_text = None if seen_meter is None else seen_meter.isoformat()
+                value, tag = encode_value(record.value)
+                frame = None
+                if record.raw is not None:
+                    raw = bytes(record.raw)
+                    frame = frame_ids.get(raw) or self._frame_id(raw, last, frame_ids)
+                rows.append(
+                    (seq, READING, device, series, value, tag, meter_text, seen_text, stored_ms, record.status, frame,
+                     None, None, None, None, None)
+                )  # fmt: skip
+            elif isinstance(record, Event):
+                device = None if record.device is None else (device_ids.get(record.device) or self._device_id(record.device))
+                details = json.dumps(record.details, ensure_ascii=False, separators=(",", ":")) if record.details else None
+                rows.append(
+                    (seq, EVENT, device, None, None, None, None, utc_text(record.occurred_at), stored_ms, None, None,
+                     record.code, Severity(record.severity).value, record.message, record.source, details)
+                )  # fmt: skip
+            else:
+                raise StoreError(f"not a record: {type(record).__name__}")
+        conn = self.conn
+        conn.executemany(_INSERT_RECORD, rows)
+        if series_last:
+            conn.executemany("UPDATE series SET last_seq = ? WHERE id = ?", [(s, i) for i, s in series_last.items()])
+        tx.next_seq = last + 1
+        return range(first, last + 1)
+
+    def _device_id(self, name: str) -> int:
+        id_ = self.conn.execute(
+            "INSERT INTO devices (name) VALUES (?) ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id", (name,)
+        ).fetchone()[0]
+        self._device_ids[name] = id_
+        self._device_names[id_] = name
+        return id_
+
+    def _series_id(self, key: tuple[int, str, str | None, str | None]) -> int:
+        row = self.conn.execute(
+            "SELECT id FROM series WHERE device = ? AND quantity = ? AND obis IS ? AND unit IS ?", key
+        ).fetchone() or self.conn.execute(
+            "INSERT INTO series (device, quantity, obis, unit) VALUES (?, ?, ?, ?) RETURNING id", key
+        ).fetchone()
+        id_ = row[0]
+        self._series_ids[key] = id_
+        self._series[id_] = key
+        return id_
+
+    def _frame_id(self, raw: bytes, last_seq: int, known: dict[bytes, int]) -> int:
+        id_ = self.conn.execute(
+            "INSERT INTO frames (sha256, raw, last_seq) VALUES (?, ?, ?)"
+            " ON CONFLICT (sha256) DO UPDATE SET last_seq = excluded.last_seq RETURNING id",
+            (hashlib.sha256(raw).digest(), raw, last_seq),
+        ).fetchone()[0]
+        known[raw] = id_
+        return id_
+
+    # -- appending --
+
+    def append(self, records: Sequence[Record]) -> list[int]:
+        self._writable()
+        internal = list(self._pending)
+        if self.full_since is not None:
+            internal.append(self._recovered_event())
+        try:
+            with self._transaction() as tx:
+                self._insert(tx, internal)
+                seqs = self._insert(tx, records)
+        except (sqlite3.Error, OSError) as exc:
+            if _is_full(exc):
+                self._make_room(len(records))
+            raise StoreError(f"{self.path}: appending {len(records)} records failed: {exc}") from exc
+        self._pending.clear()
+        if self.full_since is not None:
+            log.warning("store %s: writes succeed again", self.path)
+            self.full_since = None
+        return list(seqs)
+
+    def _recovered_event(self) -> Event:
+        now = self.clock()
+        assert self.full_since is not None
+        seconds = max(0, round((now - self.full_since).total_seconds()))
+        return Event(
+            code="store.recovered",
+            severity=Severity.INFO,
+            message=f"the store accepts writes again after the disk was full for {seconds} s",
+            occurred_at=now,
+            source="store",
+            details={"full_since": utc_text(self.full_since), "full_s": seconds},
+        )
+
+    def _make_room(self, wanted: int) -> NoReturn:
+        """After a write failed on a full disk: free the reserve, drop the oldest records
+        (acknowledged ones come first: they are the oldest), then tell the caller to retry."""
+        now = self.clock()
+        if self.full_since is None:
+            self.full_since = now
+            log.error("store %s: the disk is full; dropping the oldest records to make room", self.path)
+            self._pending.append(
+                Event(
+                    code="store.disk_full",
+                    severity=Severity.ERROR,
+                    message="the disk holding the store is full; the oldest records are dropped to make room",
+                    occurred_at=now,
+                    source="store",
+                    details={"path": str(self.path)},
+                )
+            )
+        self._release_reserve()
+        self._checkpoint_quietly()
+        dropped = 0
+        first = self._first_seq()
+        if first is not None:
+            stored = self.last_seq - first + 1
+            count = max(2 * wanted, math.ceil(stored / 100), 1)
+            try:
+                dropped = self._drop_through(min(first + count - 1, self.last_seq), "disk_full")
+            except (sqlite3.Error, OSError) as exc:
+                if not _is_full(exc):
+                    raise StoreError(f"{self.path}: dropping records on a full disk failed: {exc}") from exc
+                log.error("store %s: the disk is too full even to drop records", self.path)
+            self._checkpoint_quietly()
+        freed = f"the {dropped} oldest records were dropped to make room; retry" if dropped else "nothing could be freed"
+        raise StoreFullError(f"{self.path}: the disk is full; the batch was rolled back and {freed}")
+
+    def _flush_pending(self) -> None:
+        if not self._pending:
+            return
+        try:
+            with self._transaction() as tx:
+                self._insert(tx, self._pending)
+            self._pending.clear()
+        except (sqlite3.Error, OSError) as exc:
+            if not _is_full(exc):
+                raise StoreError(f"{self.path}: cannot write the store's events: {exc}") from exc
+            log.error("store %s: the disk is full; the store's events wait for the next write", self.path)
+
+    # -- dropping --
+
+    def _first_seq(self) -> int | None:
+        return self.conn.execute("SELECT MIN(seq) FROM records").fetchone()[0]
+
+    def _drop_through(self, upto: int, reason: str) -> int:
+        """Delete every record with seq <= upto in one transaction that also stores the
+        ``store.dropped`` event (and any of the store's events still waiting)."""
+        conn = self.conn
+        with self._transaction() as tx:
+            self._insert(tx, self._pending)
+            first = self._first_seq()
+            per_device = conn.execute(
+                "SELECT d.name, COUNT(*) FROM records r NOT INDEXED LEFT JOIN devices d ON d.id = r.device"
+                " WHERE r.seq <= ? GROUP BY r.device",
+                (upto,),
+            ).fetchall()
+            count = sum(n for _, n in per_device)
+            if count:
+                slowest = conn.execute("SELECT MIN(seq) FROM cursors").fetchone()[0] or 0
+                unsent = conn.execute("SELECT COUNT(*) FROM records WHERE seq > ? AND seq <= ?", (slowest, upto)).fetchone()[0]
+                conn.execute("DELETE FROM records WHERE seq <= ?", (upto,))
+                conn.execute("DELETE FROM frames WHERE last_seq <= ?", (upto,))
+                total = int(self._meta("dropped_total") or 0) + count
+                self._set_meta("dropped_total", total)
+                self._insert(tx, [_dropped_event(self.clock(), reason, count, first, upto, unsent, per_device)])
+                self._set_meta("last_seq", tx.next_seq - 1)
+        self._pending.clear()
+        if count:
+            log.warning("store %s: dropped %d records (seq %s..%d, %s)", self.path, count, first, upto, reason)
+        return count
+
+    def _drop_in_chunks(self, upto: int, reason: str) -> int:
+        dropped = 0
+        first = self._first_seq()
+        while first is not None and first <= upto:
+            dropped += self._drop_through(min(upto, first + DROP_CHUNK - 1), reason)
+            first = self._first_seq()
+        return dropped
+
+    def _age_limit(self) -> int | None:
+        """The highest seq older than max_age_days (records are dropped as a prefix)."""
+        cutoff = to_ms(self.clock() - timedelta(days=self.config.max_age_days))
+        young = self.conn.execute("SELECT seq FROM records WHERE stored_ms >= ? ORDER BY seq LIMIT 1", (cutoff,)).fetchone()
+        if young is not None:
+            return young[0] - 1
+        return self.conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
+
+    def _size_limit(self) -> int | None:
+        """The highest seq to drop so the used pages fall to SIZE_HYSTERESIS × max_bytes."""
+        used = self._used_bytes()
+        if used <= self.config.max_bytes:
+            return None
+        first = self._first_seq()
+        if first is None:
+            return None
+        per_record = used / (self.last_seq - first + 1)
+        count = math.ceil((used - self.config.max_bytes * SIZE_HYSTERESIS) / per_record)
+        return first + count - 1
+
+    def _used_bytes(self) -> int:
+        conn = self.conn
+        pages = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return pages * conn.execute("PRAGMA page_size").fetchone()[0]
+
+    def enforce_retention(self) -> int:
+        with self._errors("enforcing retention"):
+            dropped = 0
+            for limit, reason in ((self._age_limit, "max_age"), (self._size_limit, "max_bytes")):
+                upto = limit()
+                if upto is not None:
+                    dropped += self._drop_in_chunks(upto, reason)
+            self._flush_pending()
+            self._checkpoint_quietly()
+            self._ensure_reserve()
+            return dropped
+
+    def _checkpoint(self) -> None:
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def _checkpoint_quietly(self) -> None:
+        try:
+            self._checkpoint()
+        except sqlite3.Error as exc:
+            log.debug("store %s: checkpoint failed: %s", self.path, exc)
+
+    # -- meta, cursors, state --
+
+    def _meta(self, key: str) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def _set_meta(self, key: str, value: Any) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def cursor(self, uplink: str) -> int:
+        row = self.conn.execute("SELECT seq FROM cursors WHERE uplink = ?", (uplink,)).fetchone()
+        if row is not None:
+            return row[0]
+        if not self.read_only:  # a new uplink counts from now on when deciding what is unsent
+            with self._errors(f"registering uplink {uplink!r}"), self._transaction():
+                self.conn.execute("INSERT OR IGNORE INTO cursors VALUES (?, 0)", (uplink,))
+        return 0
+
+    def advance_cursor(self, uplink: str, seq: int) -> None:
+        if seq < 0 or seq > self.last_seq:
+            raise StoreError(f"cursor of {uplink!r} cannot move to {seq}: the last stored seq is {self.last_seq}")
+        with self._errors(f"moving the cursor of {uplink!r}"), self._transaction():
+            self.conn.execute(
+                "INSERT INTO cursors VALUES (?, ?) ON CONFLICT (uplink) DO UPDATE SET seq = MAX(seq, excluded.seq)", (uplink, seq)
+            )
+
+    def get_state(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._errors(f"saving state {key!r}"), self._durable(), self._transaction():
+            self.conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, str(value)))
+
+    def increment_state(self, key: str, by: int) -> int:
+        with self._errors(f"incrementing state {key!r}"), self._durable(), self._transaction():
+            current = self.get_state(key)
+            try:
+                value = (0 if current is None else int(current)) + by
+            except ValueError:
+                raise StoreError(f"state {key!r} holds {current!r}, not an integer") from None
+            self.conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, str(value)))
+        return value
+
+    # -- reading --
+
+    def read_after(self, seq: int, limit: int) -> list[StoredRecord]:
+        rows = self.conn.execute(f"{_SELECT_RECORDS} WHERE r.seq > ? ORDER BY r.seq LIMIT ?", (seq, limit)).fetchall()
+        return self._rebuild(rows)
+
+    def readings_page(self, after: int, device: str | None, limit: int) -> list[StoredRecord]:
+        if device is None:
+            rows = self.conn.execute(
+                f"{_SELECT_RECORDS} WHERE r.seq > ? AND r.kind = {READING} ORDER BY r.seq LIMIT ?", (after, limit)
+            ).fetchall()
+        else:
+            device_id = self._device_ids.get(device)
+            if device_id is None:
+                self._load_names()
+                device_id = self._device_ids.get(device)
+                if device_id is None:
+                    return []
+            rows = self.conn.execute(
+                f"{_SELECT_RECORDS} WHERE r.device = ? AND r.seq > ? AND r.kind = {READING} ORDER BY r.seq LIMIT ?",
+                (device_id, after, limit),
+            ).fetchall()
+        return self._rebuild(rows)
+
+    def last_readings(self) -> list[StoredRecord]:
+        """The newest reading per (device, quantity) (a quantity whose unit or OBIS code
+        changed has several series; the newest wins)."""
+        rows = self.conn.execute(_SELECT_NEWEST).fetchall()
+        newest: dict[tuple[str, str], StoredRecord] = {}
+        for stored in self._rebuild(rows):
+            reading = stored.record
+            assert isinstance(reading, Reading)
+            newest[(reading.device, reading.quantity)] = stored
+        return sorted(newest.values(), key=lambda s: (s.record.device, s.record.quantity))  # type: ignore[union-attr]
+
+    def _rebuild(self, rows: list[tuple[Any, ...]]) -> list[StoredRecord]:
+        out: list[StoredRecord] = []
+        frames: dict[int, bytes] = {}
+        for seq, kind, device, series, value, vtype, meter_time, captured, stored_ms, status, frame, raw, code, severity, message, source, details in rows:  # fmt: skip
+            if kind == READING:
+                device_id, quantity, obis, unit = self._series.get(series) or self._reload_series(series)
+                if frame is not None:
+                    raw = frames.setdefault(frame, raw)
+                record: Record = Reading(
+                    device=self._device_names[device_id],
+                    quantity=quantity,
+                    value=decode_value(value, vtype),
+                    unit=unit,
+                    captured_at=datetime.fromisoformat(captured),
+                    meter_time=None if meter_time is None else datetime.fromisoformat(meter_time),
+                    obis=obis,
+                    status=status,
+                    raw=raw,
+                )
+            else:
+                if device is not None and device not in self._device_names:
+                    self._load_names()
+                record = Event(
+                    code=code,
+                    severity=Severity(severity),
+                    message=message,
+                    occurred_at=datetime.fromisoformat(captured),
+                    device=None if device is None else self._device_names[device],
+                    source=source,
+                    details={} if details is None else json.loads(details),
+                )
+            out.append(StoredRecord(seq=seq, record=record, stored_at=from_ms(stored_ms)))
+        return out
+
+    def _reload_series(self, series: int) -> tuple[int, str, str | None, str | None]:
+        """A reader sees series the writer process added after it loaded its names."""
+        self._load_names()
+        try:
+            return self._series[series]
+        except KeyError:
+            raise StoreError(f"{self.path}: record refers to unknown series {series}") from None
+
+    # -- statistics --
+
+    def stats(self) -> StoreStats:
+        conn = self.conn
+        if self.read_only:
+            self._load()
+        records, events, first = conn.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(kind = {EVENT}), 0), MIN(seq) FROM records"
+        ).fetchone()
+        cursors = dict(conn.execute("SELECT uplink, seq FROM cursors ORDER BY uplink"))
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        wal = Path(str(self.path) + "-wal")
+        return StoreStats(
+            records=records,
+            readings=records - events,
+            events=events,
+            bytes=pages * page_size,
+            free_bytes=free * page_size,
+            wal_bytes=wal.stat().st_size if wal.exists() else 0,
+            first_seq=first,
+            last_seq=self.last_seq,
+            cursors=cursors,
+            backlog={uplink: self.last_seq - max(seq, (first or self.last_seq + 1) - 1) for uplink, seq in cursors.items()},
+            dropped_total=int(self._meta("dropped_total") or 0),
+            quarantined=tuple(quarantined_files(self.path)),
+            disk_full=self.full_since is not None,
+            full_since=self.full_since,
+        )
+
+
+def quarantined_files(path: Path) -> list[Path]:
+    """The quarantined copies of the store at ``path`` (not their -wal/-shm companions)."""
+    return sorted(
+        p for p in path.parent.glob(f"{path.name}.corrupt-*") if not p.name.endswith(("-wal", "-shm"))
+    )
+
+
+def _salvage(path: Path) -> tuple[int, dict[str, str]]:
+    """What can still be read of a corrupt store: its highest seq and its state rows."""
+    highest = 0
+    state: dict[str, str] = {}
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error:
+        return highest, state
+    try:
+        for query in ("SELECT MAX(seq) FROM records", "SELECT value FROM meta WHERE key = 'last_seq'"):
+            try:
+                highest = max(highest, int(conn.execute(query).fetchone()[0] or 0))
+            except (sqlite3.Error, TypeError, ValueError):
+                pass
+        try:
+            for key, value in conn.execute("SELECT key, value FROM state"):
+                state[key] = value
+        except sqlite3.Error:
+            pass
+    finally:
+        conn.close()
+    return highest, state
+
+
+def _dropped_event(
+    now: datetime, reason: str, count: int, first: int, upto: int, unsent: int, per_device: list[tuple[str | None, int]]
+) -> Event:
+    why = {"max_age": "older than max_age_days", "max_bytes": "the store reached max_bytes", "disk_full": "the disk is full"}
+    details: dict[str, str | int] = {"reason": reason, "count": count, "first_seq": first, "last_seq": upto, "unsent": unsent}
+    for device, n in sorted(per_device, key=lambda item: item[0] or ""):
+        details[f"device:{device}" if device is not None else "no_device"] = n
+    unsent_text = f"{unsent} of them had not been sent to every uplink" if unsent else "all had been sent"
+    return Event(
+        code="store.dropped",
+        severity=Severity.ERROR if unsent else Severity.WARNING,
+        message=f"dropped the {count} oldest records (seq {first} to {upto}) because {why[reason]}; {unsent_text}",
+        occurred_at=now,
+        source="store",
+        details=details,
+    )
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Replace a small file atomically and durably (write, fsync, rename, fsync directory)."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_reserve(path: Path, size: int) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            os.write(fd, bytes(size))  # the file system cannot preallocate: write zeros
+        os.fsync(fd)
+    except OSError:
+        os.close(fd)
+        temporary.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(temporary, path)
+
+
+# -- the asynchronous face ------------------------------------------------------------------
+
+
+class Store:
+    """The outbox, used as ``async with Store(path, config) as store: ...``.
+
+    ``read_only=True`` opens an existing store for reading next to a running daemon (WAL
+    allows it): no integrity check, no quarantine, no writes.
+    """
+
+    def __init__(
+        self, path: Path, config: StoreSection, *, clock: Callable[[], datetime] = utc_now, read_only: bool = False
+    ) -> None:
+        self.path = Path(path)
+        self.config = config
+        self._sync = _SyncStore(self.path, config, clock, read_only)
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_seq = 0
+        self._grown = asyncio.Event()
+
+    async def __aenter__(self) -> Store:
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._sync.on_commit = self._committed_from_thread
+        try:
+            await self._call(self._sync.open)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        executor = self._executor
+        if executor is None:
+            return
+        try:
+            await self._call(self._sync.close)
+        finally:
+            self._executor = None
+            executor.shutdown(wait=True)
+
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
+        if self._executor is None or self._loop is None:
+            raise StoreError("the store is not open (use `async with Store(...)`)")
+        try:
+            return await self._loop.run_in_executor(self._executor, functools.partial(function, *args))
+        finally:
+            self._committed(self._sync.last_seq)
+
+    def _committed_from_thread(self, seq: int) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._committed, seq)
+
+    def _committed(self, seq: int) -> None:
+        if seq > self._last_seq:
+            self._last_seq = seq
+            grown, self._grown = self._grown, asyncio.Event()
+            grown.set()
+
+    # -- writing --
+
+    async def append(self, records: Sequence[Record]) -> list[int]:
+        """Commit ``records`` in one transaction; durable when this returns (per the
+        ``synchronous`` setting). Returns their seqs, in order. Raises
+        :class:`StoreFullError` when the disk is full: nothing was stored, the oldest
+        records were dropped to make room, retry."""
+        return await self._call(self._sync.append, list(records))
+
+    async def advance_cursor(self, uplink: str, seq: int) -> None:
+        """Move an uplink's cursor to ``seq`` (everything up to it was acknowledged).
+        Never moves backwards; a seq beyond :attr:`last_seq` is an error."""
+        await self._call(self._sync.advance_cursor, uplink, seq)
+
+    async def enforce_retention(self) -> int:
+        """Drop the oldest records beyond ``max_age_days`` and ``max_bytes`` (a
+        ``store.dropped`` event per drop), checkpoint and truncate the WAL, recreate the
+        disk-full reserve. Returns how many records were dropped. Call it periodically."""
+        return await self._call(self._sync.enforce_retention)
+
+    async def set_state(self, key: str, value: str) -> None:
+        """Durable small key-value state (survives power loss even with synchronous=normal)."""
+        await self._call(self._sync.set_state, key, value)
+
+    async def increment_state(self, key: str, by: int = 1) -> int:
+        """Add ``by`` to an integer state value (0 when missing) and return the new value,
+        which is on disk before this returns: a crash can never hand it out again."""
+        return await self._call(self._sync.increment_state, key, by)
+
+    # -- reading --
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq committed (0 for an empty new store)."""
+        return self._last_seq
+
+    async def wait_for_records(self, after_seq: int) -> None:
+        """Return as soon as :attr:`last_seq` > ``after_seq`` (at once if it already is).
+        Wrap it in ``asyncio.timeout`` where a bounded wait is wanted."""
+        while self._last_seq <= after_seq:
+            await self._grown.wait()
+
+    async def read_after(self, seq: int, limit: int) -> list[StoredRecord]:
+        """Up to ``limit`` records with a seq above ``seq``, ascending."""
+        return await self._call(self._sync.read_after, seq, limit)
+
+    async def cursor(self, uplink: str) -> int:
+        """The uplink's cursor: the highest seq it had acknowledged; 0 for a new uplink
+        (which is registered, so retention counts what it has not yet been sent)."""
+        return await self._call(self._sync.cursor, uplink)
+
+    async def get_state(self, key: str) -> str | None:
+        return await self._call(self._sync.get_state, key)
+
+    async def query_readings(
+        self, *, since_seq: int = 0, device: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[StoredRecord]:
+        """Readings (not events) with a seq above ``since_seq``, ascending, optionally of
+        one device; fetched a page at a time, never all at once."""
+        after = since_seq
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = QUERY_PAGE if remaining is None else min(QUERY_PAGE, remaining)
+            page = await self._call(self._sync.readings_page, after, device, size)
+            for stored in page:
+                yield stored
+            if len(page) < size:
+                return
+            after = page[-1].seq
+            if remaining is not None:
+                remaining -= len(page)
+
+    async def last_readings(self) -> list[StoredRecord]:
+        """The newest stored reading per (device, quantity), sorted by device and quantity."""
+        return await self._call(self._sync.last_readings)
+
+    async def stats(self) -> StoreStats:
+        return await self._call(self._sync.stats)
