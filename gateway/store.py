@@ -52,6 +52,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -81,6 +82,7 @@ QUERY_PAGE = 1000
 #: every call once the store is at its limit).
 SIZE_HYSTERESIS = 0.9
 BUSY_TIMEOUT_MS = 5000
+MAX_PAGE_COUNT = 0xFFFFFFFE  # SQLite's own ceiling
 CACHE_KIB = 4096
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -255,8 +257,10 @@ class _SyncStore:
         self.last_seq = 0
         self.on_commit: Callable[[int], None] | None = None
         self.full_since: datetime | None = None
+        self.capped = False  # the disk was full: the file may not grow (see _cap_growth)
         self._conn: sqlite3.Connection | None = None
         self._reserved = 0  # no seq above this has been used (side file)
+        self._durable_seq = 0  # with synchronous=NORMAL: every seq up to this is on disk
         self._pending: list[Event] = []  # the store's own events not yet written
         self._carry: tuple[int, dict[str, str]] | None = None  # from a quarantined file
         self._device_ids: dict[str, int] = {}
@@ -459,8 +463,28 @@ class _SyncStore:
 
     # -- disk-full reserve --
 
+    def _cap_growth(self) -> None:
+        """On a full disk the database file must not grow any more: new records reuse the
+        pages that dropping the oldest frees (SQLite then reports SQLITE_FULL *before* it
+        writes to the WAL, so the WAL keeps the room it has)."""
+        try:
+            pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+            self.conn.execute(f"PRAGMA max_page_count = {pages}")
+        except sqlite3.Error as exc:
+            log.debug("store %s: cannot cap the file size: %s", self.path, exc)
+            return
+        self.capped = True
+
+    def _lift_cap_when_there_is_room(self) -> None:
+        if not self.capped or shutil.disk_usage(self.path.parent).free < 2 * self.reserve_bytes:
+            return
+        self.conn.execute(f"PRAGMA max_page_count = {MAX_PAGE_COUNT}")
+        self.capped = False
+        log.warning("store %s: the disk has room again; the store may grow up to max_bytes", self.path)
+        self._ensure_reserve()
+
     def _ensure_reserve(self) -> None:
-        if self.read_only or self.reserve_file.exists():
+        if self.read_only or self.capped or self.reserve_file.exists():
             return
         try:
             _write_reserve(self.reserve_file, self.reserve_bytes)
@@ -617,6 +641,8 @@ class _SyncStore:
 
     def append(self, records: Sequence[Record]) -> list[int]:
         self._writable()
+        if self.capped:
+            self._lift_cap_when_there_is_room()
         internal = list(self._pending)
         if self.full_since is not None:
             internal.append(self._recovered_event())
@@ -666,6 +692,7 @@ class _SyncStore:
             )
         self._release_reserve()
         self._checkpoint_quietly()
+        self._cap_growth()
         dropped = 0
         first = self._first_seq()
         if first is not None:
@@ -700,10 +727,10 @@ class _SyncStore:
 
     def _drop_through(self, upto: int, reason: str) -> int:
         """Delete every record with seq <= upto in one transaction that also stores the
-        ``store.dropped`` event (and any of the store's events still waiting)."""
+        ``store.dropped`` event (and any of the store's events still waiting). The delete
+        comes first: on a full disk the new events need the pages it frees."""
         conn = self.conn
         with self._transaction() as tx:
-            self._insert(tx, self._pending)
             first = self._first_seq()
             per_device = conn.execute(
                 "SELECT d.name, COUNT(*) FROM records r NOT INDEXED LEFT JOIN devices d ON d.id = r.device"
@@ -711,15 +738,16 @@ class _SyncStore:
                 (upto,),
             ).fetchall()
             count = sum(n for _, n in per_device)
+            events = list(self._pending)
             if count:
                 slowest = conn.execute("SELECT MIN(seq) FROM cursors").fetchone()[0] or 0
                 unsent = conn.execute("SELECT COUNT(*) FROM records WHERE seq > ? AND seq <= ?", (slowest, upto)).fetchone()[0]
                 conn.execute("DELETE FROM records WHERE seq <= ?", (upto,))
                 conn.execute("DELETE FROM frames WHERE last_seq <= ?", (upto,))
-                total = int(self._meta("dropped_total") or 0) + count
-                self._set_meta("dropped_total", total)
-                self._insert(tx, [_dropped_event(self.clock(), reason, count, first, upto, unsent, per_device)])
-                self._set_meta("last_seq", tx.next_seq - 1)
+                self._set_meta("dropped_total", int(self._meta("dropped_total") or 0) + count)
+                events.append(_dropped_event(self.clock(), reason, count, first, upto, unsent, per_device))
+            self._insert(tx, events)
+            self._set_meta("last_seq", tx.next_seq - 1)
         self._pending.clear()
         if count:
             log.warning("store %s: dropped %d records (seq %s..%d, %s)", self.path, count, first, upto, reason)
@@ -767,6 +795,7 @@ class _SyncStore:
                     dropped += self._drop_in_chunks(upto, reason)
             self._flush_pending()
             self._checkpoint_quietly()
+            self._lift_cap_when_there_is_room()
             self._ensure_reserve()
             return dropped
 
@@ -827,7 +856,27 @@ class _SyncStore:
 
     def read_after(self, seq: int, limit: int) -> list[StoredRecord]:
         rows = self.conn.execute(f"{_SELECT_RECORDS} WHERE r.seq > ? ORDER BY r.seq LIMIT ?", (seq, limit)).fetchall()
+        if rows:
+            self._make_durable(rows[-1][0])
         return self._rebuild(rows)
+
+    def _make_durable(self, seq: int) -> None:
+        """With synchronous=NORMAL a commit may still be only in the page cache. Records
+        handed to an uplink must survive a power cut, or their seqs could be given to other
+        records after it: fsync the WAL (any descriptor flushes the file) before they leave."""
+        if self.read_only or self.config.synchronous == "full" or seq <= self._durable_seq:
+            return
+        target = self.last_seq
+        try:
+            fd = os.open(str(self.path) + "-wal", os.O_RDONLY)
+        except FileNotFoundError:  # checkpointed and truncated: on disk already
+            self._durable_seq = target
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._durable_seq = target
 
     def readings_page(self, after: int, device: str | None, limit: int) -> list[StoredRecord]:
         if device is None:
@@ -927,7 +976,7 @@ class _SyncStore:
             backlog={uplink: self.last_seq - max(seq, (first or self.last_seq + 1) - 1) for uplink, seq in cursors.items()},
             dropped_total=int(self._meta("dropped_total") or 0),
             quarantined=tuple(quarantined_files(self.path)),
-            disk_full=self.full_since is not None,
+            disk_full=self.full_since is not None or self.capped,
             full_since=self.full_since,
         )
 
