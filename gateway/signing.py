@@ -39,6 +39,10 @@ _BASE64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 PublicKey = ec.EllipticCurvePublicKey
 
 
+class MalformedJWS(SecurityError):
+    """A message that is no ES256 JWS in the flattened JSON serialization at all."""
+
+
 def b64url(data: bytes) -> str:
     """Base64url without padding (RFC 7515 §2)."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
@@ -46,11 +50,11 @@ def b64url(data: bytes) -> str:
 
 def b64url_decode(text: str, what: str) -> bytes:
     if not isinstance(text, str) or not _BASE64URL.match(text) or len(text) % 4 == 1:
-        raise SecurityError(f"malformed JWS: {what} is not base64url")
+        raise MalformedJWS(f"malformed JWS: {what} is not base64url")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
-        raise SecurityError(f"malformed JWS: {what} is not base64url") from None
+        raise MalformedJWS(f"malformed JWS: {what} is not base64url") from None
 
 
 def public_jwk(public_key: PublicKey) -> dict[str, str]:
@@ -218,7 +222,7 @@ def verify_jws(message: dict[str, Any] | bytes | str, keys: Keys) -> bytes:
     public_key = _key_for(kid, keys)
     signature = b64url_decode(jws["signature"], "signature")
     if len(signature) != 2 * COORDINATE_BYTES:
-        raise SecurityError(f"malformed JWS: an ES256 signature has 64 bytes, this one {len(signature)}")
+        raise MalformedJWS(f"malformed JWS: an ES256 signature has 64 bytes, this one {len(signature)}")
     payload = b64url_decode(jws["payload"], "payload")
     der = encode_dss_signature(
         int.from_bytes(signature[:COORDINATE_BYTES], "big"), int.from_bytes(signature[COORDINATE_BYTES:], "big")
@@ -235,12 +239,12 @@ def _parse_jws(message: dict[str, Any] | bytes | str) -> dict[str, Any]:
         try:
             message = json.loads(message)
         except (ValueError, UnicodeDecodeError):
-            raise SecurityError("malformed JWS: not JSON") from None
+            raise MalformedJWS("malformed JWS: not JSON") from None
     if not isinstance(message, dict):
-        raise SecurityError("malformed JWS: not a JSON object")
+        raise MalformedJWS("malformed JWS: not a JSON object")
     for member in ("protected", "payload", "signature"):
         if not isinstance(message.get(member), str):
-            raise SecurityError(f"malformed JWS: no {member!r} member (flattened JSON serialization expected)")
+            raise MalformedJWS(f"malformed JWS: no {member!r} member (flattened JSON serialization expected)")
     return message
 
 
@@ -248,9 +252,9 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError):
-        raise SecurityError(f"malformed JWS: {what} is not JSON") from None
+        raise MalformedJWS(f"malformed JWS: {what} is not JSON") from None
     if not isinstance(value, dict):
-        raise SecurityError(f"malformed JWS: {what} is not a JSON object")
+        raise MalformedJWS(f"malformed JWS: {what} is not a JSON object")
     return value
 
 
