@@ -97,7 +97,7 @@ CREATE TABLE IF NOT EXISTS series (
     quantity TEXT NOT NULL,
     obis TEXT,
     unit TEXT,
-    last_seq INTEGER NOT NULL DEFAULT 0        -- newest reading of this series
+    last_seq INTEGER NOT NULL DEFAULT 0        -- newest reading, as of meta.newest_mark
 );
 -- raw frames kept for audit, deduplicated by content
 CREATE TABLE IF NOT EXISTS frames (
@@ -113,8 +113,8 @@ CREATE TABLE IF NOT EXISTS records (
     series INTEGER,                            -- series.id (readings)
     value,                                     -- no affinity: exact text, blob or 0/1 as stored
     vtype TEXT,                                -- value type tag (_VALUE_TYPES)
-    meter_time TEXT,                           -- ISO 8601 as the meter gave it (offset kept)
-    captured_at TEXT NOT NULL,                 -- ISO 8601 UTC; an event's occurred_at
+    meter_time TEXT,                           -- ISO 8601 with the offset it came with
+    captured_at TEXT NOT NULL,                 -- ISO 8601 in UTC; an event's occurred_at
     stored_ms INTEGER NOT NULL,                -- commit time, ms since 1970 UTC
     status TEXT,
     frame INTEGER,                             -- frames.id
@@ -136,10 +136,10 @@ _RECORD_COLUMNS = (
     " r.stored_ms, r.status, r.frame, f.raw, r.code, r.severity, r.message, r.source, r.details"
 )
 _SELECT_RECORDS = f"SELECT {_RECORD_COLUMNS} FROM records r LEFT JOIN frames f ON f.id = r.frame"
-# driven by the small series table (CROSS JOIN fixes the loop order), one lookup per series
-_SELECT_NEWEST = (
-    f"SELECT {_RECORD_COLUMNS} FROM series s CROSS JOIN records r ON r.seq = s.last_seq"
-    " LEFT JOIN frames f ON f.id = r.frame ORDER BY r.seq"
+# series.last_seq is brought up to date lazily (retention, close), not on every append: the
+# readings after meta.newest_mark are few and scanned in seq order
+_NEWEST_SINCE = (
+    f"SELECT series, MAX(seq) AS seq FROM records NOT INDEXED WHERE seq > ? AND kind = {READING} GROUP BY series"
 )
 
 
@@ -180,8 +180,14 @@ def decode_value(stored: Any, tag: str | None) -> Any:
 
 
 def utc_text(moment: datetime) -> str:
-    """``2024-05-01T12:00:00.000000Z``: fixed width, so text order is time order."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
+    """An aware time as ISO 8601 in UTC: ``2024-05-01T12:00:00Z`` (microseconds when set)."""
+    return iso_text(moment.astimezone(timezone.utc))
+
+
+def iso_text(moment: datetime) -> str:
+    """ISO 8601 with the time's own offset, ``Z`` for UTC (five bytes less per row)."""
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def to_ms(moment: datetime) -> int:
@@ -240,6 +246,64 @@ class _Transaction:
 
 
 T = TypeVar("T")
+
+
+class _Rows:
+    """The rows of one insert. Readings of one telegram share their capture time, meter
+    time and raw frame, so each is converted (and each frame stored) once."""
+
+    def __init__(self, store: _SyncStore, stored_ms: int, last_seq: int) -> None:
+        self.store = store
+        self.stored_ms = stored_ms
+        self.last_seq = last_seq  # frames are kept while records up to here refer to them
+        self.rows: list[tuple[Any, ...]] = []
+        self.frame_ids: dict[bytes, int] = {}
+        self.captured: datetime | None = None
+        self.captured_text = ""
+        self.meter_time: datetime | None = None
+        self.meter_text: str | None = None
+
+    def reading(self, seq: int, reading: Reading) -> None:
+        store = self.store
+        device = store._device_ids.get(reading.device) or store._device_id(reading.device)
+        key = (device, reading.quantity, reading.obis, reading.unit)
+        series = store._series_ids.get(key) or store._series_id(key)
+        if reading.captured_at is not self.captured:
+            self.captured, self.captured_text = reading.captured_at, utc_text(reading.captured_at)
+        if reading.meter_time is not self.meter_time:
+            self.meter_time = reading.meter_time
+            self.meter_text = None if reading.meter_time is None else iso_text(reading.meter_time)
+        value = reading.value
+        if type(value) is Decimal:  # the common case, without the table lookup
+            value, tag = str(value), "d"
+        else:
+            value, tag = encode_value(value)
+        frame = None
+        if reading.raw is not None:
+            raw = bytes(reading.raw)
+            frame = self.frame_ids.get(raw) or self._frame_id(raw)
+        self.rows.append(
+            (seq, READING, device, series, value, tag, self.meter_text, self.captured_text, self.stored_ms,
+             reading.status, frame, None, None, None, None, None)
+        )  # fmt: skip
+
+    def event(self, seq: int, event: Event) -> None:
+        store = self.store
+        device = None if event.device is None else (store._device_ids.get(event.device) or store._device_id(event.device))
+        details = json.dumps(event.details, ensure_ascii=False, separators=(",", ":")) if event.details else None
+        self.rows.append(
+            (seq, EVENT, device, None, None, None, None, utc_text(event.occurred_at), self.stored_ms, None, None,
+             event.code, Severity(event.severity).value, event.message, event.source, details)
+        )  # fmt: skip
+
+    def _frame_id(self, raw: bytes) -> int:
+        id_ = self.store.conn.execute(
+            "INSERT INTO frames (sha256, raw, last_seq) VALUES (?, ?, ?)"
+            " ON CONFLICT (sha256) DO UPDATE SET last_seq = excluded.last_seq RETURNING id",
+            (hashlib.sha256(raw).digest(), raw, self.last_seq),
+        ).fetchone()[0]
+        self.frame_ids[raw] = id_
+        return id_
 
 
 # -- the writer thread's side -------------------------------------------------------------
@@ -383,11 +447,28 @@ class _SyncStore:
         self._series = {row[0]: tuple(row[1:]) for row in self.conn.execute("SELECT id, device, quantity, obis, unit FROM series")}
         self._series_ids = {key: id_ for id_, key in self._series.items()}
 
+    def _persist_newest(self) -> None:
+        """Bring series.last_seq up to date (last_readings then scans fewer records)."""
+        mark = int(self._meta("newest_mark") or 0)
+        if mark >= self.last_seq:
+            return
+        with self._transaction():
+            self.conn.execute(
+                f"UPDATE series SET last_seq = newest.seq FROM ({_NEWEST_SINCE})"
+                " AS newest WHERE series.id = newest.series",
+                (mark,),
+            )
+            self._set_meta("newest_mark", self.last_seq)
+
     def close(self) -> None:
         if self._conn is None:
             return
         try:
             if not self.read_only:
+                try:
+                    self._persist_newest()
+                except sqlite3.Error as exc:
+                    log.warning("store %s: cannot save the newest readings: %s", self.path, exc)
                 self._checkpoint_quietly()
         finally:
             self._conn.close()
@@ -562,52 +643,17 @@ class _SyncStore:
         first = tx.next_seq
         if not records:
             return range(first, first)
-        last = first + len(records) - 1
-        stored_ms = tx.stored_ms
-        rows: list[tuple[Any, ...]] = []
-        series_last: dict[int, int] = {}
-        frame_ids: dict[bytes, int] = {}
-        seen_time: datetime | None = None
-        seen_text = ""
-        seen_meter: datetime | None = None
-        meter_text: str | None = None
-        series_ids = self._series_ids
-        device_ids = self._device_ids
+        rows = _Rows(self, tx.stored_ms, last_seq=first + len(records) - 1)
         for seq, record in enumerate(records, first):
             if type(record) is Reading or isinstance(record, Reading):
-                device = device_ids.get(record.device) or self._device_id(record.device)
-                key = (device, record.quantity, record.obis, record.unit)
-                series = series_ids.get(key) or self._series_id(key)
-                series_last[series] = seq
-                if record.captured_at is not seen_time:
-                    seen_time, seen_text = record.captured_at, utc_text(record.captured_at)
-                if record.meter_time is not seen_meter:
-                    seen_meter = record.meter_time
-                    meter_text = None if seen_meter is None else seen_meter.isoformat()
-                value, tag = encode_value(record.value)
-                frame = None
-                if record.raw is not None:
-                    raw = bytes(record.raw)
-                    frame = frame_ids.get(raw) or self._frame_id(raw, last, frame_ids)
-                rows.append(
-                    (seq, READING, device, series, value, tag, meter_text, seen_text, stored_ms, record.status, frame,
-                     None, None, None, None, None)
-                )  # fmt: skip
+                rows.reading(seq, record)
             elif isinstance(record, Event):
-                device = None if record.device is None else (device_ids.get(record.device) or self._device_id(record.device))
-                details = json.dumps(record.details, ensure_ascii=False, separators=(",", ":")) if record.details else None
-                rows.append(
-                    (seq, EVENT, device, None, None, None, None, utc_text(record.occurred_at), stored_ms, None, None,
-                     record.code, Severity(record.severity).value, record.message, record.source, details)
-                )  # fmt: skip
+                rows.event(seq, record)
             else:
                 raise StoreError(f"not a record: {type(record).__name__}")
-        conn = self.conn
-        conn.executemany(_INSERT_RECORD, rows)
-        if series_last:
-            conn.executemany("UPDATE series SET last_seq = ? WHERE id = ?", [(s, i) for i, s in series_last.items()])
-        tx.next_seq = last + 1
-        return range(first, last + 1)
+        self.conn.executemany(_INSERT_RECORD, rows.rows)
+        tx.next_seq = first + len(records)
+        return range(first, tx.next_seq)
 
     def _device_id(self, name: str) -> int:
         id_ = self.conn.execute(
@@ -626,15 +672,6 @@ class _SyncStore:
         id_ = row[0]
         self._series_ids[key] = id_
         self._series[id_] = key
-        return id_
-
-    def _frame_id(self, raw: bytes, last_seq: int, known: dict[bytes, int]) -> int:
-        id_ = self.conn.execute(
-            "INSERT INTO frames (sha256, raw, last_seq) VALUES (?, ?, ?)"
-            " ON CONFLICT (sha256) DO UPDATE SET last_seq = excluded.last_seq RETURNING id",
-            (hashlib.sha256(raw).digest(), raw, last_seq),
-        ).fetchone()[0]
-        known[raw] = id_
         return id_
 
     # -- appending --
@@ -794,6 +831,7 @@ class _SyncStore:
                 if upto is not None:
                     dropped += self._drop_in_chunks(upto, reason)
             self._flush_pending()
+            self._persist_newest()
             self._checkpoint_quietly()
             self._lift_cap_when_there_is_room()
             self._ensure_reserve()
@@ -899,7 +937,16 @@ class _SyncStore:
     def last_readings(self) -> list[StoredRecord]:
         """The newest reading per (device, quantity) (a quantity whose unit or OBIS code
         changed has several series; the newest wins)."""
-        rows = self.conn.execute(_SELECT_NEWEST).fetchall()
+        conn = self.conn
+        mark = int(self._meta("newest_mark") or 0)
+        seqs = dict(conn.execute("SELECT id, last_seq FROM series WHERE last_seq > 0"))
+        seqs.update(conn.execute(_NEWEST_SINCE, (mark,)))
+        wanted = sorted(seqs.values())
+        rows = []
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows += conn.execute(f"{_SELECT_RECORDS} WHERE r.seq IN ({marks}) ORDER BY r.seq", chunk).fetchall()
         newest: dict[tuple[str, str], StoredRecord] = {}
         for stored in self._rebuild(rows):
             reading = stored.record

@@ -230,8 +230,11 @@ async def test_query_readings_streams_one_devices_readings_without_events(path, 
 async def test_last_readings_gives_the_newest_reading_of_each_device_and_quantity(path):
     async with open_store(path) as store:
         await store.append(readings(3, device="A") + readings(2, device="B"))
-        await store.append(readings(1, device="A", start=7))
+    async with open_store(path) as store:  # closing saved the newest seqs; what follows is newer
+        await store.append(readings(1, device="A", start=7) + [event(device="A")])
         newest = await store.last_readings()
+        await store.enforce_retention()
+        assert await store.last_readings() == newest
     assert [(s.seq, s.record.device, s.record.value) for s in newest] == [(6, "A", Decimal("0.007")), (5, "B", Decimal("0.001"))]
 
 
