@@ -20,6 +20,17 @@ Contract (see DESIGN.md, "Delivery"):
   raised, the oldest records are dropped to make room (``store.disk_full`` and
   ``store.dropped`` events) and the caller retries; the first write that succeeds again adds
   a ``store.recovered`` event saying how long the store was full.
+- Retention (:meth:`Store.enforce_retention`, to be called periodically) drops the prefix
+  of records committed more than ``max_age_days`` ago (by the gateway clock at commit time,
+  ``stored_at``; a clock that jumps forward ages records early) and the prefix that makes
+  the used pages exceed ``max_bytes`` (down to 90 % of it). Freed pages are reused, so the
+  file stops growing at about ``max_bytes``.
+
+Durability: ``synchronous=full`` makes every commit survive power loss. With ``normal`` the
+last commits may be lost in a power cut (never in a process crash); so that no record whose
+seq could be handed out again ever leaves the gateway, :meth:`Store.read_after` fsyncs the
+WAL before it returns records that are not yet known to be on disk (one fsync per uplink
+batch instead of one per commit).
 
 Sequence numbers: the next number is one above the highest of (the highest stored seq, the
 ``last_seq`` kept in the ``meta`` table whenever records are deleted). Besides, a small side
@@ -32,11 +43,15 @@ if both the store file and its side file are lost does numbering start again at 
 
 Disk full: SQLite cannot checkpoint a WAL into a database file that must grow when the disk
 is full, and then not even deletions can be written (tried on a 2 MiB tmpfs). So the store
-keeps a *reserve* file (``<store>.reserve``, a few hundred KiB to 8 MiB depending on
-``max_bytes``) and keeps the WAL well below that size (``wal_autocheckpoint``); on a full
-disk it deletes the reserve, checkpoints, drops the oldest records and checkpoints again,
-after which new records reuse the freed pages. The reserve is recreated by
-:meth:`Store.enforce_retention` once the disk has room again.
+keeps a *reserve* file (``<store>.reserve``, 256 KiB to 8 MiB: ``max_bytes``/64) and keeps
+the WAL well below that size (``wal_autocheckpoint``). On a full disk it deletes the
+reserve, checkpoints, caps the file at its current size (``PRAGMA max_page_count``: from
+then on SQLite answers SQLITE_FULL before it writes to the WAL), drops the oldest records
+(the freed pages take the new ones) and checkpoints again. While capped the store keeps
+working at that size, dropping the oldest whenever a write does not fit. Once the disk has
+room again (twice the reserve free) the cap is lifted and the reserve recreated, at the next
+append or retention run. If the disk fills while the reserve is gone and the store holds
+nothing to drop, appends keep failing with :class:`StoreFullError` until space returns.
 
 Threading: all SQL runs on one dedicated writer thread (a single-worker executor); the
 async methods never block the event loop.
@@ -46,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import functools
 import hashlib
 import json
@@ -323,6 +339,7 @@ class _SyncStore:
         self.full_since: datetime | None = None
         self.capped = False  # the disk was full: the file may not grow (see _cap_growth)
         self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self._reserved = 0  # no seq above this has been used (side file)
         self._durable_seq = 0  # with synchronous=NORMAL: every seq up to this is on disk
         self._pending: list[Event] = []  # the store's own events not yet written
@@ -337,6 +354,10 @@ class _SyncStore:
     @property
     def seq_file(self) -> Path:
         return self.path.with_name(self.path.name + ".seq")
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
 
     @property
     def reserve_file(self) -> Path:
@@ -355,17 +376,37 @@ class _SyncStore:
             self._open_read_only()
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._reserved = self._read_seq_file()
+        self._take_writer_lock()
         try:
-            self._open_file()
-        except _Corrupt as exc:
-            self._quarantine(str(exc))
+            self._reserved = self._read_seq_file()
             try:
                 self._open_file()
-            except _Corrupt as again:
-                raise StoreError(f"{self.path}: a fresh store cannot be created: {again}") from None
-        self._flush_pending()
-        self._ensure_reserve()
+            except _Corrupt as exc:
+                self._quarantine(str(exc))
+                try:
+                    self._open_file()
+                except _Corrupt as again:
+                    raise StoreError(f"{self.path}: a fresh store cannot be created: {again}") from None
+            self._flush_pending()
+            self._ensure_reserve()
+        except BaseException:
+            self._release_writer_lock()
+            raise
+
+    def _take_writer_lock(self) -> None:
+        """One writing process per store: seqs are handed out from memory."""
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"{self.path}: another process is writing to this store (it holds {self.lock_file})") from None
+        self._lock_fd = fd
+
+    def _release_writer_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the lock
+            self._lock_fd = None
 
     def _open_file(self) -> None:
         existed = self.path.exists()
@@ -473,6 +514,7 @@ class _SyncStore:
         finally:
             self._conn.close()
             self._conn = None
+            self._release_writer_lock()
 
     # -- quarantine --
 

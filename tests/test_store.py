@@ -430,6 +430,29 @@ async def test_a_store_written_by_a_newer_gateway_is_refused(path):
             pass
 
 
+async def test_a_second_writer_on_the_same_store_is_refused_but_readers_are_welcome(path):
+    async with open_store(path) as store:
+        await store.append(readings(1))
+        with pytest.raises(StoreError, match="another process is writing"):
+            async with open_store(path):
+                pass
+        async with Store(path, StoreSection(), read_only=True) as reader:
+            assert reader.last_seq == 1
+    async with open_store(path) as store:  # the lock went with the first writer
+        assert store.last_seq == 1
+
+
+async def test_the_wal_stays_bounded_while_batches_keep_coming(path):
+    async with open_store(path, max_bytes=16 << 20) as store:
+        sizes = []
+        for batch in range(100):
+            await store.append(readings(200, start=batch * 200))
+            sizes.append((await store.stats()).wal_bytes)
+    # wal_autocheckpoint is reserve/4 (64 KiB here) and journal_size_limit twice that;
+    # one batch of 200 readings adds about 30 KiB on top
+    assert max(sizes) < 256 * 1024
+
+
 async def test_using_a_store_that_is_not_open_is_an_error(path):
     store = open_store(path)
     with pytest.raises(StoreError, match="not open"):
