@@ -142,6 +142,8 @@ CREATE TABLE IF NOT EXISTS records (
 );
 -- every index entry carries the rowid (seq): this orders entries by (device, seq)
 CREATE INDEX IF NOT EXISTS records_device ON records(device);
+-- events are few: this partial index lets stats count them without reading every row
+CREATE INDEX IF NOT EXISTS records_events ON records(kind) WHERE kind = 1;
 CREATE TABLE IF NOT EXISTS cursors (uplink TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
@@ -237,6 +239,13 @@ class StoreStats:
     quarantined: tuple[Path, ...]
     disk_full: bool
     full_since: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: paths and times as text."""
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out["quarantined"] = [str(path) for path in self.quarantined]
+        out["full_since"] = None if self.full_since is None else utc_text(self.full_since)
+        return out
 
 
 class _Corrupt(Exception):
@@ -1044,9 +1053,11 @@ class _SyncStore:
         conn = self.conn
         if self.read_only:
             self._load()
-        records, events, first = conn.execute(
-            f"SELECT COUNT(*), COALESCE(SUM(kind = {EVENT}), 0), MIN(seq) FROM records"
-        ).fetchone()
+        # the stored seqs are one contiguous range, so no row needs to be read to count them
+        first = conn.execute("SELECT MIN(seq) FROM records").fetchone()[0]
+        highest = conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
+        records = 0 if first is None else highest - first + 1
+        events = conn.execute(f"SELECT COUNT(*) FROM records WHERE kind = {EVENT}").fetchone()[0]
         cursors = dict(conn.execute("SELECT uplink, seq FROM cursors ORDER BY uplink"))
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         pages = conn.execute("PRAGMA page_count").fetchone()[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -408,6 +409,7 @@ async def test_stats_count_records_bytes_cursors_and_backlog(path):
     assert stats.cursors == {"mqtt": 6} and stats.backlog == {"mqtt": 4}
     assert stats.bytes > 0 and stats.dropped_total == 0
     assert stats.quarantined == () and stats.disk_full is False
+    assert json.loads(json.dumps(stats.as_dict()))["backlog"] == {"mqtt": 4}
 
 
 async def test_the_store_runs_in_wal_mode_with_the_configured_synchronous_setting(path):
