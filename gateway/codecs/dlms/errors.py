@@ -1,4 +1,4 @@
-"""The DLMS/COSEM codec's exceptions (IEC 62056-46/-47 link and transport, -5-3/-6-2 APDUs).
+"""The DLMS/COSEM codec's exceptions (IEC 62056-46 HDLC, -47 wrapper, -21 mode E, -5-3/-6-2 APDUs).
 
 One family for the whole protocol: callers catch :class:`DLMSError`. Bytes that cannot be
 decoded raise :class:`DLMSFrameError`; a message refused for security (failed GCM tag or
@@ -21,8 +21,8 @@ class DLMSError(ProtocolError):
 
 
 class DLMSFrameError(DLMSError, FrameError):
-    """A frame, APDU or A-XDR/BER structure that is malformed: truncated, trailing bytes,
-    unknown tag, bad length, bad check sequence."""
+    """A frame, wrapper message, APDU or A-XDR/BER structure that is malformed: truncated,
+    trailing bytes, unknown tag, bad length, bad check sequence."""
 
 
 class DLMSSecurityError(DLMSError, SecurityError):
