@@ -1,20 +1,11 @@
 """The client association against an independent server: the gurux-dlms simulated meter of
-tests/peers/dlms-meter over the IEC 62056-47 TCP wrapper, with every security setting it offers
-(none, LLS, HLS-GMAC, ciphered, general-glo-ciphering) and both block transfers (GET-next, GBT).
-
-The meter runs in its own virtual environment (gurux-dlms is GPL, test-only): ``GURUX_PYTHON``
-names its interpreter, else tests/peers/dlms-meter/.venv is used and created on first run.
-The wrapper header is written here in four lines (the product's wrapper codec lives elsewhere)."""
+tests/peers/dlms-meter (fixtures in tests/dlms_peer.py), over the IEC 62056-47 wrapper and over
+HDLC (the link codecs of this package), with every security setting it offers (none, LLS,
+HLS-GMAC, ciphered, general-glo-ciphering) and both block transfers (GET-next, GBT)."""
 
 from __future__ import annotations
 
-import os
 import socket
-import struct
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -31,122 +22,81 @@ from gateway.codecs.dlms.association import (
     SecuritySettings,
 )
 from gateway.codecs.dlms.axdr import DataType
+from gateway.codecs.dlms.hdlc_connection import HdlcConnection, HdlcSettings
+from gateway.codecs.dlms.link_events import ApduReceived, Connected
 from gateway.codecs.dlms.obis import Obis
 from gateway.codecs.dlms.security import MemoryInvocationCounters, SecurityKeys
 from gateway.codecs.dlms.selective import EntryDescriptor
 from gateway.codecs.dlms.services import AttributeDescriptor
 from gateway.codecs.dlms.units import ScalerUnit
+from gateway.codecs.dlms.wrapper import WrapperConnection
 from gateway.codecs.dlms.xdlms import conformance
+from tests.dlms_peer import SocketLink, exchange
 
 pytestmark = pytest.mark.integration
 
-PEER = Path(__file__).parents[2] / "peers" / "dlms-meter"
 KEYS = SecurityKeys(bytes(range(16)), bytes(range(0xD0, 0xE0)))
 CLIENT_TITLE = bytes.fromhex("4D4D4D0000000001")
 METER_TITLE = bytes.fromhex("4752580000BC614E")
 ROWS = 100
 
 
-def gurux_python() -> str:
-    configured = os.environ.get("GURUX_PYTHON")
-    if configured:
-        return configured
-    venv = PEER / ".venv"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "gurux-dlms==1.0.203", "cryptography"], check=True, timeout=600)
-    return str(python)
+class Session:
+    """An association driven over a link connection (wrapper or HDLC) on a socket, as a
+    collector does; ``tags`` records the first byte of every APDU received."""
 
-
-@pytest.fixture(scope="module")
-def python() -> str:
-    return gurux_python()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class WrapperLink:
-    """IEC 62056-47: version 1, source and destination wPort, length, then the APDU."""
-
-    def __init__(self, port: int, client_wport: int) -> None:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        self.client = client_wport
+    def __init__(self, meter, link, client: ClientAssociation) -> None:
+        self.sock = socket.create_connection(meter.address, timeout=5)
+        self.link = link
+        self.io = SocketLink(self.sock)
+        self.client = client
         self.tags: list[int] = []
+        if isinstance(link, HdlcConnection):
+            assert isinstance(exchange(link, self.io, link.connect()), Connected)
 
-    def send(self, apdu: bytes) -> None:
-        self.sock.sendall(struct.pack(">HHHH", 1, self.client, 1, len(apdu)) + apdu)
-
-    def receive(self) -> bytes:
-        _, _, _, length = struct.unpack(">HHHH", self._exact(8))
-        apdu = self._exact(length)
-        self.tags.append(apdu[0])
-        return apdu
-
-    def _exact(self, size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            chunk = self.sock.recv(size - len(data))
-            if not chunk:
-                raise EOFError("the meter closed the connection")
-            data += chunk
-        return data
-
-    def exchange(self, client: ClientAssociation, apdu: bytes):
-        self.send(apdu)
+    def run(self, apdu: bytes):
         while True:
-            event = client.receive_apdu(self.receive())
+            received = exchange(self.link, self.io, self.link.send_apdu(apdu))
+            assert isinstance(received, ApduReceived), received
+            self.tags.append(received.apdu[0])
+            event = self.client.receive_apdu(received.apdu)
             if not isinstance(event, NextRequest):
                 return event
-            self.send(event.apdu)
+            apdu = event.apdu
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 @pytest.fixture
-def meter(python):
-    processes = []
+def session(start_dlms_meter):
+    sessions = []
 
-    def start(*args: str) -> int:
-        port = free_port()
-        process = subprocess.Popen([python, "gx_meter_server.py", "--port", str(port), "--rows", str(ROWS), *args],
-                                   cwd=PEER, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        processes.append(process)
-        return port
+    def open_session(iface: str, client_sap: int, settings: ClientSettings, counters=None, **meter) -> Session:
+        meter.setdefault("args", ("--rows", str(ROWS)))
+        started = start_dlms_meter(iface=iface, **meter)
+        link = WrapperConnection(client_wport=client_sap) if iface == "wrapper" else \
+            HdlcConnection(HdlcSettings(client_sap=client_sap))
+        sessions.append(Session(started, link, ClientAssociation(settings, counters)))
+        return sessions[-1]
 
     try:
-        yield start
+        yield open_session
     finally:
-        for process in processes:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        for opened in sessions:
+            opened.close()
 
 
 CASES = {
-    "public": ([], 16, ClientSettings()),
-    "lls": (["--auth", "low"], 17, ClientSettings(Authentication.LOW, password=b"Gurux")),
-    "hls-gmac": (["--auth", "gmac"], 1,
+    "public": ({}, 16, ClientSettings()),
+    "lls": ({"auth": "low"}, 17, ClientSettings(Authentication.LOW, password=b"Gurux")),
+    "hls-gmac": ({"auth": "gmac"}, 1,
                  ClientSettings(Authentication.HIGH_GMAC, security=SecuritySettings(CLIENT_TITLE, KEYS))),
-    "ciphered": (["--secure"], 1, ClientSettings(ciphered=True, security=SecuritySettings(CLIENT_TITLE, KEYS))),
-    "hls-gmac-ciphered": (["--auth", "gmac", "--secure"], 1,
+    "ciphered": ({"secure": True}, 1, ClientSettings(ciphered=True, security=SecuritySettings(CLIENT_TITLE, KEYS))),
+    "hls-gmac-ciphered": ({"auth": "gmac", "secure": True}, 1,
                           ClientSettings(Authentication.HIGH_GMAC, ciphered=True,
                                          security=SecuritySettings(CLIENT_TITLE, KEYS))),
-    "general-glo": (["--secure"], 1,
+    "general-glo": ({"secure": True}, 1,
                     ClientSettings(ciphered=True, security=SecuritySettings(CLIENT_TITLE, KEYS,
                                                                             general_protection=True))),
 }
@@ -156,37 +106,37 @@ NAME = AttributeDescriptor(1, Obis.parse("0-0:42.0.0"), 2)
 PROFILE = AttributeDescriptor(7, Obis.parse("1-0:99.1.0"), 2)
 
 
+@pytest.mark.parametrize("iface", ["wrapper", "hdlc"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_association_reads_and_releases_with_every_security_setting(meter, case):
-    args, wport, settings = CASES[case]
-    link = WrapperLink(meter(*args), wport)
+def test_association_reads_and_releases_with_every_security_setting(session, case, iface):
+    meter, sap, settings = CASES[case]
     counters = MemoryInvocationCounters(outgoing={CLIENT_TITLE: 1})
-    client = ClientAssociation(settings, counters)
-    associated = link.exchange(client, client.send_aarq())
+    s = session(iface, sap, settings, counters, **meter)
+    client = s.client
+    associated = s.run(client.send_aarq())
     assert isinstance(associated, Associated), associated
     if settings.security is not None:
         assert client.server_system_title == METER_TITLE
-    assert link.exchange(client, client.send_get(NAME)).result.value == b"GRX0000012345678"
-    value = link.exchange(client, client.send_get(ENERGY)).result
-    scaler = ScalerUnit.from_data(link.exchange(client, client.send_get(SCALER)).result)
+    assert s.run(client.send_get(NAME)).result.value == b"GRX0000012345678"
+    value = s.run(client.send_get(ENERGY)).result
+    scaler = ScalerUnit.from_data(s.run(client.send_get(SCALER)).result)
     assert (str(scaler.apply(value)), scaler.symbol) == ("123456.7", "Wh")
-    listed = link.exchange(client, client.send_get_with_list([ENERGY, NAME]))
+    listed = s.run(client.send_get_with_list([ENERGY, NAME]))
     assert isinstance(listed, GetListResult) and listed.results[0] == value
-    two = link.exchange(client, client.send_get(PROFILE, EntryDescriptor(1, 2).to_access()))
+    two = s.run(client.send_get(PROFILE, EntryDescriptor(1, 2).to_access()))
     assert isinstance(two, GetResult) and len(two.result.value) == 2
-    assert isinstance(link.exchange(client, client.send_release()), Released)
+    assert isinstance(s.run(client.send_release()), Released)
     if settings.ciphered:
         assert counters.last_incoming(METER_TITLE) is not None
-        assert set(link.tags) <= {0xCC, 0xCF, 0xDB, 0x61, 0x63}  # every answer ciphered (0xCF: HLS pass 4)
+        assert set(s.tags) <= {0xCC, 0xCF, 0xDB, 0x61, 0x63}  # every answer ciphered (0xCF: HLS pass 4)
 
 
 @pytest.mark.parametrize("gbt", [False, True], ids=["get-next", "general-block-transfer"])
 @pytest.mark.parametrize("ciphered", [False, True], ids=["plain", "ciphered"])
-def test_a_profile_larger_than_the_pdu_comes_in_blocks_and_is_reassembled(meter, gbt, ciphered):
-    args = ["--gbt"] if gbt else []
+def test_a_profile_larger_than_the_pdu_comes_in_blocks_and_is_reassembled(session, gbt, ciphered):
+    meter = {"args": ("--rows", str(ROWS), *(("--gbt",) if gbt else ()))}
     if ciphered:
-        args += ["--auth", "gmac", "--secure"]
-    link = WrapperLink(meter(*args), 1 if ciphered else 16)
+        meter.update(auth="gmac", secure=True)
     settings = ClientSettings(
         Authentication.HIGH_GMAC if ciphered else Authentication.NONE,
         security=SecuritySettings(CLIENT_TITLE, KEYS) if ciphered else None,
@@ -194,10 +144,11 @@ def test_a_profile_larger_than_the_pdu_comes_in_blocks_and_is_reassembled(meter,
         conformance=DEFAULT_CONFORMANCE | (conformance("general-block-transfer") if gbt else 0),
         max_receive_pdu_size=256,
     )
-    client = ClientAssociation(settings, MemoryInvocationCounters(outgoing={CLIENT_TITLE: 1}))
-    assert isinstance(link.exchange(client, client.send_aarq()), Associated)
-    link.tags.clear()
-    buffer = link.exchange(client, client.send_get(PROFILE)).result
+    s = session("wrapper", 1 if ciphered else 16, settings, MemoryInvocationCounters(outgoing={CLIENT_TITLE: 1}),
+                **meter)
+    assert isinstance(s.run(s.client.send_aarq()), Associated)
+    s.tags.clear()
+    buffer = s.run(s.client.send_get(PROFILE)).result
     assert buffer.type is DataType.ARRAY and len(buffer.value) == ROWS
     assert [row.value[1].value for row in buffer.value[:3]] == [1000000, 1000250, 1000500]
-    assert len(link.tags) > 3 and set(link.tags) == ({0xE0} if gbt else {0xCC if ciphered else 0xC4})
+    assert len(s.tags) > 3 and set(s.tags) == ({0xE0} if gbt else {0xCC if ciphered else 0xC4})
