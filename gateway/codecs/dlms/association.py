@@ -10,13 +10,14 @@ Some exchanges need more than one request: GET with block transfer (GET-next), H
 The association builds those requests itself and returns them as :class:`NextRequest`:
 transmit ``event.apdu`` and feed the reply. A driver therefore loops::
 
-    apdu = association.send_get(AttributeDescriptor(3, Obis.parse("1-0:1.8.0"), 2))
+    transport.send(association.send_get(AttributeDescriptor(3, Obis.parse("1-0:1.8.0"), 2)))
     while True:
-        transport.send(apdu)
         event = association.receive_apdu(transport.receive())
         if isinstance(event, NextRequest):
-            apdu = event.apdu
-        elif not isinstance(event, Notification):
+            transport.send(event.apdu)
+        elif isinstance(event, Notification):
+            handle_push(event)  # unsolicited; the answer is still to come
+        else:
             break
     # event is GetResult (value or Data-Access-Result) or RequestFailed
 
@@ -47,17 +48,12 @@ from gateway.codecs.dlms.errors import DLMSFrameError, DLMSSecurityError, DLMSSt
 from gateway.codecs.dlms.obis import Obis
 from gateway.codecs.dlms.security import (
     AUTHENTICATED_ENCRYPTION,
-    CIPHERING_OVERHEAD,
-    GENERAL_CIPHERING_OVERHEAD,
-    SC_AUTHENTICATION,
-    SC_ENCRYPTION,
     SYSTEM_TITLE_SIZE,
+    CipheringContext,
     InvocationCounters,
     MemoryInvocationCounters,
     SecurityKeys,
     check_hls_gmac,
-    cipher_apdu,
-    decipher_apdu,
     hls_gmac,
 )
 from gateway.codecs.dlms.services import (
@@ -324,7 +320,7 @@ class ClientAssociation:
         self._gbt: bytearray | None = None
         self._gbt_next = 1
         self._gbt_own = 1
-        self._dedicated_incoming: int | None = None
+        self._ciphering = self._new_ciphering()
 
     @classmethod
     def pre_established(
@@ -340,6 +336,8 @@ class ClientAssociation:
         association = cls(settings, counters)
         association.negotiated = negotiated
         association.server_system_title = server_system_title
+        if association._ciphering is not None:
+            association._ciphering.peer_title = server_system_title
         association.state = State.READY
         return association
 
@@ -361,7 +359,7 @@ class ClientAssociation:
         )
         user_information = initiate
         if s.ciphered:
-            user_information = self._cipher_plain(initiate.to_bytes(), dedicated=False, general=False)
+            user_information = self._ciphering.cipher(initiate.to_bytes(), general=False)
         auth_value = None
         if s.authentication is Authentication.LOW:
             auth_value = AuthenticationValue(s.password)
@@ -391,7 +389,7 @@ class ClientAssociation:
         if self.settings.ciphered:
             s = self.settings
             initiate = InitiateRequest(s.conformance, s.max_receive_pdu_size, s.dlms_version)
-            user_information = self._cipher_plain(initiate.to_bytes(), dedicated=False, general=False)
+            user_information = self._ciphering.cipher(initiate.to_bytes(), general=False)
         self.state = State.AWAITING_RLRE
         return RLRQ(0, user_information).to_bytes()
 
@@ -401,7 +399,7 @@ class ClientAssociation:
         self._pending = None
         self._gbt = None
         self.negotiated = None
-        self._dedicated_incoming = None
+        self._ciphering = self._new_ciphering()
 
     # --- services ----------------------------------------------------------------------
 
@@ -490,6 +488,8 @@ class ClientAssociation:
         self._expect_state(State.AWAITING_AARE, "accept an AARE")
         s = self.settings
         self.server_system_title = aare.responding_ap_title
+        if self._ciphering is not None:
+            self._ciphering.peer_title = aare.responding_ap_title
         user = aare.user_information
         if isinstance(user, CipheredApdu):
             user = decode_apdu(self._decipher(user))
@@ -730,9 +730,7 @@ class ClientAssociation:
         return None if self.negotiated is None else self.negotiated.server_max_receive_pdu_size
 
     def _overhead(self) -> int:
-        if not self.settings.ciphered:
-            return 0
-        return GENERAL_CIPHERING_OVERHEAD if self.settings.security.general_protection else CIPHERING_OVERHEAD
+        return self._ciphering.overhead if self.settings.ciphered else 0
 
     def _fits(self, apdu: bytes) -> bool:
         limit = self.server_max_pdu_size
@@ -758,45 +756,25 @@ class ClientAssociation:
         self.state = State.AWAITING_RESPONSE
         return protected
 
+    def _new_ciphering(self) -> CipheringContext | None:
+        """Fresh per association: the peer's title and dedicated-key counter are forgotten."""
+        sec = self.settings.security
+        if sec is None:
+            return None
+        return CipheringContext(sec.keys, sec.system_title, self.counters, security_control=sec.security_control,
+                                general=sec.general_protection, dedicated_key=sec.dedicated_key)
+
     def _protect(self, apdu: bytes) -> bytes:
         if not self.settings.ciphered:
             return apdu
-        sec = self.settings.security
-        dedicated = sec.dedicated_key is not None and self.state is not State.AWAITING_HLS and \
-            self.state is not State.AWAITING_AARE
-        return self._cipher_plain(apdu, dedicated=dedicated, general=sec.general_protection).to_bytes()
-
-    def _cipher_plain(self, apdu: bytes, *, dedicated: bool, general: bool):
-        sec = self.settings.security
-        return cipher_apdu(
-            apdu,
-            keys=sec.keys,
-            system_title=sec.system_title,
-            invocation_counter=self.counters.next_outgoing(sec.system_title),
-            security_control=sec.security_control,
-            dedicated_key=sec.dedicated_key if dedicated else None,
-            general=general,
-        )
+        # The dedicated key serves once the association is established, not during it.
+        dedicated = self.state not in (State.AWAITING_HLS, State.AWAITING_AARE)
+        return self._ciphering.cipher(apdu, dedicated=dedicated).to_bytes()
 
     def _decipher(self, apdu: CipheredApdu | GeneralGloCiphering | GeneralDedCiphering) -> bytes:
-        sec = self.settings.security
-        if sec is None:
+        if self._ciphering is None:
             raise DLMSSecurityError("ciphered APDU but no keys are configured", field="tag")
-        title = self.server_system_title
-        if isinstance(apdu, CipheredApdu) and title is None:
-            raise DLMSSecurityError("ciphered APDU from a server whose system title is unknown", field="tag")
-        if apdu.dedicated:
-            last = self._dedicated_incoming
-        else:
-            last = self.counters.last_incoming(getattr(apdu, "system_title", title))
-        required = sec.security_control & (SC_AUTHENTICATION | SC_ENCRYPTION) or SC_AUTHENTICATION
-        result = decipher_apdu(apdu, keys=sec.keys, system_title=title, dedicated_key=sec.dedicated_key,
-                               last_counter=last, required=required)
-        if apdu.dedicated:
-            self._dedicated_incoming = result.invocation_counter
-        else:
-            self.counters.accept_incoming(result.system_title, result.invocation_counter)
-        return result.apdu
+        return self._ciphering.decipher(apdu)
 
 
 def _decode_result_list(raw: bytes, expected: int) -> tuple[GetDataResult, ...]:

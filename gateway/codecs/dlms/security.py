@@ -275,6 +275,74 @@ def decipher_apdu(
     return Deciphered(plaintext, system_title, sc, counter, apdu.dedicated)
 
 
+class CipheringContext:
+    """One side of a ciphered association (client or server): ciphers what it sends under its
+    own system title and next invocation counter, deciphers what the peer sends and checks
+    its tag, its protection and its counter (global key: against ``counters``; dedicated
+    key: against the last one seen in this association, the key being new each time).
+
+    ``security_control`` is what this side applies, and the protection it demands of the
+    peer; ``general`` selects general-glo/ded-ciphering over the service-specific APDUs;
+    ``peer_title`` is learnt from the AARQ/AARE; ``dedicated_key`` from the InitiateRequest."""
+
+    def __init__(
+        self,
+        keys: SecurityKeys,
+        own_title: bytes,
+        counters: InvocationCounters,
+        *,
+        security_control: int = AUTHENTICATED_ENCRYPTION,
+        general: bool = False,
+        dedicated_key: bytes | None = None,
+    ) -> None:
+        self.keys = keys
+        self.own_title = own_title
+        self.counters = counters
+        self.security_control = security_control
+        self.general = general
+        self.dedicated_key = dedicated_key
+        self.peer_title: bytes | None = None
+        self._dedicated_incoming: int | None = None
+
+    def __repr__(self) -> str:
+        return f"CipheringContext(own_title={self.own_title.hex()}, peer_title={(self.peer_title or b'').hex()})"
+
+    @property
+    def overhead(self) -> int:
+        """The most bytes ciphering adds to an APDU."""
+        return GENERAL_CIPHERING_OVERHEAD if self.general else CIPHERING_OVERHEAD
+
+    def cipher(self, apdu: bytes, *, dedicated: bool = False, general: bool | None = None) -> Ciphered:
+        """Cipher one plaintext APDU with the next invocation counter (the dedicated key
+        when ``dedicated`` and one is set)."""
+        return cipher_apdu(
+            apdu,
+            keys=self.keys,
+            system_title=self.own_title,
+            invocation_counter=self.counters.next_outgoing(self.own_title),
+            security_control=self.security_control,
+            dedicated_key=self.dedicated_key if dedicated else None,
+            general=self.general if general is None else general,
+        )
+
+    def decipher(self, apdu: Ciphered) -> bytes:
+        """The plaintext of an APDU from the peer, after every check."""
+        if isinstance(apdu, CipheredApdu) and self.peer_title is None:
+            raise DLMSSecurityError("ciphered APDU from a peer whose system title is unknown", field="tag")
+        if apdu.dedicated:
+            last = self._dedicated_incoming
+        else:
+            last = self.counters.last_incoming(getattr(apdu, "system_title", self.peer_title))
+        required = self.security_control & AUTHENTICATED_ENCRYPTION or SC_AUTHENTICATION
+        result = decipher_apdu(apdu, keys=self.keys, system_title=self.peer_title, dedicated_key=self.dedicated_key,
+                               last_counter=last, required=required)
+        if apdu.dedicated:
+            self._dedicated_incoming = result.invocation_counter
+        else:
+            self.counters.accept_incoming(result.system_title, result.invocation_counter)
+        return result.apdu
+
+
 # --- HLS-GMAC ---------------------------------------------------------------------------
 
 HLS_SECURITY_CONTROL = AUTHENTICATION_ONLY
