@@ -418,15 +418,16 @@ class InvocationCounters(Protocol):
 
 
 class MemoryInvocationCounters:
-    """Invocation counters in memory (tests, and the dedicated-key counters of one
-    association). ``outgoing`` gives the next counter to use per system title."""
+    """Invocation counters in memory (tests, simulators). ``outgoing`` gives the next counter
+    to use per system title; a title not given starts at 1 (peers such as dlms-cosem take 0
+    for "nothing received yet" and refuse a first counter of 0)."""
 
     def __init__(self, outgoing: dict[bytes, int] | None = None, incoming: dict[bytes, int] | None = None) -> None:
         self._outgoing = dict(outgoing or {})
         self._incoming = dict(incoming or {})
 
     def next_outgoing(self, system_title: bytes) -> int:
-        counter = self._outgoing.get(system_title, 0)
+        counter = self._outgoing.get(system_title, 1)
         if counter > MAX_INVOCATION_COUNTER:
             raise DLMSSecurityError("invocation counter exhausted: a new key is needed", field="invocation-counter")
         self._outgoing[system_title] = counter + 1

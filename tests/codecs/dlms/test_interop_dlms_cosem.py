@@ -1,6 +1,7 @@
 """Interoperability with dlms-cosem (u9n, independent client library; test-only dependency):
-APDUs and A-XDR values encoded here are decoded there and the other way round, and the GCM
-ciphering and HLS-GMAC agree for the Green Book keys and for random ones.
+APDUs and A-XDR values encoded here are decoded there and the other way round, the GCM
+ciphering and HLS-GMAC agree for the Green Book keys and for random ones, and dlms-cosem's
+client associates with, reads, writes and acts on our server association.
 
 dlms-cosem decodes only some Data types (no float, bit-string, bcd, utf8, dont-care) and
 encodes fewer still (integers, strings, arrays, structures): each direction uses what it
@@ -290,3 +291,93 @@ def test_general_glo_ciphering_round_trips_between_the_codecs(plaintext, counter
     assert parsed.system_title == TITLE and parsed.invocation_counter == counter
     assert parsed.to_bytes() == ours.to_bytes()
     assert decipher_apdu(decode_apdu(parsed.to_bytes()), keys=SecurityKeys(EK, AK)).apdu == b"\xc0\x01\xc1" + plaintext
+
+
+# --- dlms-cosem's client against our server ------------------------------------------------
+
+from dlms_cosem import cosem as their_cosem  # noqa: E402
+from dlms_cosem import enumerations as their_enums  # noqa: E402
+from dlms_cosem.client import DlmsClient  # noqa: E402
+from dlms_cosem.cosem.obis import Obis as TheirObis  # noqa: E402
+
+from gateway.codecs.dlms.association import Authentication, SecuritySettings  # noqa: E402
+from gateway.codecs.dlms.server import Reply, ServerAssociation, ServerSettings  # noqa: E402
+
+SERVER_TITLE = bytes.fromhex("4757590000000001")
+CLIENT_TITLE = bytes.fromhex("4D4D4D0000000001")
+
+
+class InProcessMeter:
+    """A dlms-cosem transport that hands each request to our ServerAssociation and answers as a
+    tiny application would (one register, a method that echoes)."""
+
+    client_logical_address = 16
+    server_logical_address = 1
+    io = None
+    timeout = 1
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.server = ServerAssociation(settings)
+        self.register = Data(D.DOUBLE_LONG_UNSIGNED, 1234567)
+
+    def connect(self) -> None:
+        pass
+
+    def disconnect(self) -> None:
+        pass
+
+    def send_request(self, data: bytes) -> bytes:
+        event = self.server.receive_apdu(data)
+        if isinstance(event, Reply):
+            return event.apdu
+        request = event.request
+        if isinstance(request, GetRequestNormal):
+            return self.server.answer_get(self.register)
+        if isinstance(request, SetRequestNormal):
+            self.register = request.value
+            return self.server.answer_set(DataAccessResult(0))
+        return self.server.answer_action(ActionResult(0), request.parameters)
+
+
+THEIR_REGISTER = their_cosem.CosemAttribute(their_enums.CosemInterface.REGISTER, TheirObis(1, 0, 1, 8, 0, 255), 2)
+THEIR_METHOD = their_cosem.CosemMethod(their_enums.CosemInterface.DATA, TheirObis(0, 0, 10, 0, 0, 255), 1)
+SERVERS = {
+    "none": (ServerSettings(), {}),
+    "lls": (ServerSettings(Authentication.LOW, password=b"12345678"),
+            {"authentication": their_security.LowLevelSecurityAuthentication(secret=b"12345678")}),
+    "ciphered": (
+        ServerSettings(ciphered=True, security=SecuritySettings(SERVER_TITLE, SecurityKeys(EK, AK))),
+        {"encryption_key": EK, "authentication_key": AK, "client_system_title": CLIENT_TITLE},
+    ),
+    "hls-gmac-ciphered": (
+        ServerSettings(Authentication.HIGH_GMAC, ciphered=True,
+                       security=SecuritySettings(SERVER_TITLE, SecurityKeys(EK, AK))),
+        {"authentication": their_security.HighLevelSecurityGmacAuthentication(challenge_length=16),
+         "encryption_key": EK, "authentication_key": AK, "client_system_title": CLIENT_TITLE,
+         "client_initial_invocation_counter": 100},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SERVERS))
+def test_dlms_cosem_client_associates_reads_writes_and_acts_on_our_server(name):
+    settings, options = SERVERS[name]
+    options = dict(options)
+    options.setdefault("authentication", their_security.NoSecurityAuthentication())
+    meter = InProcessMeter(settings)
+    client = DlmsClient(transport=meter, **options)
+    aare = client.associate()
+    assert aare.result == their_enums.AssociationResult.ACCEPTED
+    assert client.get(THEIR_REGISTER) == Data(D.DOUBLE_LONG_UNSIGNED, 1234567).to_bytes()
+    client.set(THEIR_REGISTER, Data(D.DOUBLE_LONG_UNSIGNED, 5).to_bytes())
+    assert meter.register == Data(D.DOUBLE_LONG_UNSIGNED, 5)
+    assert client.action(THEIR_METHOD, Data(D.UNSIGNED, 9).to_bytes()) == Data(D.UNSIGNED, 9).to_bytes()
+    assert client.release_association() is not None
+    assert meter.server.state.name == "IDLE"
+
+
+def test_dlms_cosem_client_with_the_wrong_password_is_refused_by_our_server():
+    meter = InProcessMeter(ServerSettings(Authentication.LOW, password=b"12345678"))
+    client = DlmsClient(transport=meter, authentication=their_security.LowLevelSecurityAuthentication(secret=b"x"))
+    with pytest.raises(Exception, match="Unable to perform Association"):
+        client.associate()

@@ -149,7 +149,7 @@ def test_keys_must_be_aes_128_and_stay_out_of_messages():
 def test_memory_counters_hand_out_increasing_counters_and_remember_the_highest_accepted():
     store = MemoryInvocationCounters(outgoing={b"CLIENT01": 41})
     assert [store.next_outgoing(b"CLIENT01") for _ in range(3)] == [41, 42, 43]
-    assert store.next_outgoing(b"OTHER001") == 0
+    assert store.next_outgoing(b"OTHER001") == 1
     assert store.last_incoming(b"METER001") is None
     store.accept_incoming(b"METER001", 10)
     store.accept_incoming(b"METER001", 5)
