@@ -33,7 +33,6 @@ from gateway.codecs.dlms.obis import Obis  # noqa: E402
 from gateway.codecs.dlms.security import MemoryInvocationCounters, SecurityKeys, cipher_apdu  # noqa: E402
 from gateway.codecs.dlms.services import (  # noqa: E402
     AttributeDescriptor,
-    GetResponseNormal,
     InvokeIdAndPriority,
 )
 from gateway.codecs.dlms.xdlms import InitiateResponse  # noqa: E402

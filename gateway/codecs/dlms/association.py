@@ -173,14 +173,20 @@ class ClientSettings:
     challenge_size: int = 16
 
     def __post_init__(self) -> None:
-        if self.authentication is Authentication.LOW and not self.password:
-            raise ValueError("low level security (LLS) needs a password")
-        if (self.ciphered or self.authentication is Authentication.HIGH_GMAC) and self.security is None:
-            raise ValueError("HLS-GMAC and ciphering need security settings (system title and keys)")
-        if not 8 <= self.challenge_size <= 64:
-            raise ValueError("the HLS challenge is 8 to 64 bytes")
-        if not 12 <= self.max_receive_pdu_size <= 0xFFFF:
-            raise ValueError("max receive PDU size must be 12..65535")
+        check_settings(self)
+
+
+def check_settings(settings) -> None:
+    """What client and server settings both need: a password for LLS, keys for HLS-GMAC and
+    ciphering, a challenge of 8..64 bytes (Green Book 9.2.7.4), a PDU size of 12..65535."""
+    if settings.authentication is Authentication.LOW and not settings.password:
+        raise ValueError("low level security (LLS) needs a password")
+    if (settings.ciphered or settings.authentication is Authentication.HIGH_GMAC) and settings.security is None:
+        raise ValueError("HLS-GMAC and ciphering need security settings (system title and keys)")
+    if not 8 <= settings.challenge_size <= 64:
+        raise ValueError("the HLS challenge is 8 to 64 bytes")
+    if not 12 <= settings.max_receive_pdu_size <= 0xFFFF:
+        raise ValueError("max receive PDU size must be 12..65535")
 
 
 # --- events -----------------------------------------------------------------------------

@@ -235,7 +235,8 @@ def decode_length(buf: bytes, pos: int, field: str = "length") -> tuple[int, int
         return first, pos + 1
     size = first & 0x7F
     if size == 0 or size > 4:
-        raise DLMSFrameError(f"length byte 0x{first:02X} is not a definite length of 1..4 bytes", offset=pos, field=field)
+        raise DLMSFrameError(f"length byte 0x{first:02X} is not a definite length of 1..4 bytes",
+                             offset=pos, field=field)
     end = pos + 1 + size
     if end > len(buf):
         raise truncated(buf, pos + 1, size, field)
@@ -488,7 +489,8 @@ def _dec_compact_array(buf, pos, depth):
 
 def _decode_description(buf: bytes, pos: int, depth: int) -> tuple[TypeDescription, int]:
     if depth >= MAX_DEPTH:
-        raise DLMSFrameError(f"type description nested deeper than {MAX_DEPTH}", offset=pos, field="contents-description")
+        raise DLMSFrameError(f"type description nested deeper than {MAX_DEPTH}", offset=pos,
+                             field="contents-description")
     if pos >= len(buf):
         raise truncated(buf, pos, 1, "contents-description")
     tag = buf[pos]
@@ -506,7 +508,8 @@ def _decode_description(buf: bytes, pos: int, depth: int) -> tuple[TypeDescripti
             members.append(member)
         return TypeDescription(DataType.STRUCTURE, 0, tuple(members)), pos
     if tag == DataType.COMPACT_ARRAY or tag not in _SIMPLE_TAGS:
-        raise DLMSFrameError(f"type {tag} cannot describe compact-array contents", offset=pos, field="contents-description")
+        raise DLMSFrameError(f"type {tag} cannot describe compact-array contents", offset=pos,
+                             field="contents-description")
     return _SIMPLE_DESCRIPTIONS[tag], pos + 1
 
 
@@ -681,7 +684,7 @@ def _encode_untagged(data: Data, description: TypeDescription, out: bytearray) -
     elif description.type is DataType.STRUCTURE:
         if len(data.value) != len(description.members):
             raise ValueError("compact-array element structure does not match its description")
-        for item, member in zip(data.value, description.members):
+        for item, member in zip(data.value, description.members, strict=True):
             _encode_untagged(item, member, out)
     else:
         _encode_value(data, out)

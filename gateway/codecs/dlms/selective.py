@@ -33,7 +33,7 @@ def _fields(data: Data, types: tuple[DataType, ...], name: str) -> tuple[Data, .
     items = data.value
     if data.type is not DataType.STRUCTURE or len(items) != len(types):
         raise DLMSError(f"{name} is not a structure of {len(types)} items", field=name)
-    for item, expected in zip(items, types):
+    for item, expected in zip(items, types, strict=True):
         if expected is not None and item.type is not expected:
             raise DLMSError(f"{name} has {item.type.name} where {expected.name} is expected", field=name)
     return items
@@ -77,7 +77,9 @@ class RangeDescriptor:
     selected_values: tuple[CaptureObject, ...] = ()
 
     @classmethod
-    def by_time(cls, start: CosemDateTime, end: CosemDateTime, columns: tuple[CaptureObject, ...] = ()) -> RangeDescriptor:
+    def by_time(
+        cls, start: CosemDateTime, end: CosemDateTime, columns: tuple[CaptureObject, ...] = ()
+    ) -> RangeDescriptor:
         """Rows from ``start`` to ``end`` by the Clock column (date-times as octet strings,
         as the Clock's time attribute is typed)."""
         return cls(CLOCK_TIME, octet_string(start.to_bytes()), octet_string(end.to_bytes()), columns)

@@ -33,6 +33,7 @@ from gateway.codecs.dlms.association import (
     REPLY_TO_HLS_AUTHENTICATION,
     Authentication,
     SecuritySettings,
+    check_settings,
 )
 from gateway.codecs.dlms.axdr import Data, DataType, decode_data, encode_length, octet_string
 from gateway.codecs.dlms.errors import DLMSError, DLMSFrameError, DLMSSecurityError, DLMSStateError
@@ -126,10 +127,7 @@ class ServerSettings:
     challenge_size: int = 16
 
     def __post_init__(self) -> None:
-        if self.authentication is Authentication.LOW and not self.password:
-            raise ValueError("low level security (LLS) needs a password")
-        if (self.ciphered or self.authentication is Authentication.HIGH_GMAC) and self.security is None:
-            raise ValueError("HLS-GMAC and ciphering need security settings (system title and keys)")
+        check_settings(self)
 
 
 @dataclass(frozen=True, slots=True)

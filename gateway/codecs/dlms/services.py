@@ -557,7 +557,8 @@ class SetResponseLastDatablock:
     TAG, CHOICE = SET_RESPONSE, 3
 
     def to_bytes(self) -> bytes:
-        return _header(self.TAG, self.CHOICE, self.invoke) + bytes((self.result.code,)) + self.block_number.to_bytes(4, "big")
+        number = self.block_number.to_bytes(4, "big")
+        return _header(self.TAG, self.CHOICE, self.invoke) + bytes((self.result.code,)) + number
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,7 +572,8 @@ class SetResponseLastDatablockWithList:
     TAG, CHOICE = SET_RESPONSE, 4
 
     def to_bytes(self) -> bytes:
-        return _header(self.TAG, self.CHOICE, self.invoke) + _results_bytes(self.results) + self.block_number.to_bytes(4, "big")
+        number = self.block_number.to_bytes(4, "big")
+        return _header(self.TAG, self.CHOICE, self.invoke) + _results_bytes(self.results) + number
 
 
 @dataclass(frozen=True, slots=True)
@@ -650,7 +652,8 @@ class ActionRequestNormal:
     TAG, CHOICE = ACTION_REQUEST, 1
 
     def to_bytes(self) -> bytes:
-        return _header(self.TAG, self.CHOICE, self.invoke) + self.method.to_bytes() + _optional_data_bytes(self.parameters)
+        header = _header(self.TAG, self.CHOICE, self.invoke)
+        return header + self.method.to_bytes() + _optional_data_bytes(self.parameters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -744,7 +747,8 @@ class ActionResponseNormal:
     TAG, CHOICE = ACTION_RESPONSE, 1
 
     def to_bytes(self) -> bytes:
-        return _header(self.TAG, self.CHOICE, self.invoke) + ActionResponseItem(self.result, self.return_data).to_bytes()
+        header = _header(self.TAG, self.CHOICE, self.invoke)
+        return header + ActionResponseItem(self.result, self.return_data).to_bytes()
 
 
 @dataclass(frozen=True, slots=True)

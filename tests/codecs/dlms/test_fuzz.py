@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,11 +16,13 @@ from gateway.codecs.dlms.association import (
     State,
 )
 from gateway.codecs.dlms.axdr import decode_data
-from gateway.codecs.dlms.errors import DLMSError
+from gateway.codecs.dlms.errors import DLMSError, DLMSStateError
 from gateway.codecs.dlms.obis import Obis
 from gateway.codecs.dlms.services import AttributeDescriptor
 
-from .fake_meter import CLIENT_TITLE, GREEN_KEYS, FakeMeter
+from gateway.codecs.dlms.server import ServerAssociation, ServerSettings, ServerState, ServiceRequest
+
+from .fake_meter import CLIENT_TITLE, GREEN_KEYS, METER_TITLE, FakeMeter
 from .mutations import mutations
 
 COUNT = 4000
@@ -64,3 +67,21 @@ def test_a_ready_association_fed_mutated_apdus_raises_dlms_errors_only():
 def test_random_bytes_decode_or_raise_dlms_errors_only(raw):
     decode_or_refuse(decode_apdu, raw)
     decode_or_refuse(decode_data, raw)
+
+
+@pytest.mark.parametrize("ciphered", [False, True])
+def test_a_ready_server_fed_mutated_apdus_raises_dlms_errors_only(ciphered):
+    security = SecuritySettings(METER_TITLE, GREEN_KEYS) if ciphered else None
+    server = ServerAssociation(ServerSettings(ciphered=ciphered, security=security))
+    client = ClientAssociation(ClientSettings(ciphered=ciphered, security=SecuritySettings(CLIENT_TITLE, GREEN_KEYS)))
+    for raw in mutations(1000, seed=3):
+        if server.state is not ServerState.READY:
+            client.abort()
+            client.receive_apdu(server.receive_apdu(client.send_aarq()).apdu)
+        try:
+            event = server.receive_apdu(raw)
+        except DLMSError as error:
+            server.refuse(error)
+            continue
+        if isinstance(event, ServiceRequest):
+            server.refuse(DLMSStateError("not served in this test"))

@@ -114,7 +114,8 @@ def test_client_and_server_associate_get_set_act_and_release(name):
     client, server, app = pair(*SETTINGS[name])
     assert isinstance(run(client, server, app, client.send_aarq()), Associated)
     assert server.state is ServerState.READY
-    assert run(client, server, app, client.send_get(ENERGY)) == GetResult(ENERGY, Data(DataType.DOUBLE_LONG_UNSIGNED, 42))
+    energy = Data(DataType.DOUBLE_LONG_UNSIGNED, 42)
+    assert run(client, server, app, client.send_get(ENERGY)) == GetResult(ENERGY, energy)
     assert run(client, server, app, client.send_set(ENERGY, Data(DataType.DOUBLE_LONG_UNSIGNED, 7))).result.success
     assert run(client, server, app, client.send_get(ENERGY)).result.value == 7
     missing = AttributeDescriptor(1, Obis.parse("0-0:96.1.0"), 2)
