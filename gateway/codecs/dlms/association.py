@@ -30,6 +30,10 @@ request is abandoned (the association is back to ready, or idle during establish
 With ciphering every xDLMS APDU is wrapped (glo-/ded- service-specific, or
 general-glo-/general-ded-ciphering) and every response unwrapped, its tag checked and its
 invocation counter checked against :class:`~gateway.codecs.dlms.security.InvocationCounters`.
+
+Requests never exceed the server's max receive PDU size (long SET values and ACTION
+parameters go in blocks, with room for the ciphering overhead); answers a little over our
+own announced size are accepted, as real servers (gurux) forget their ciphering overhead.
 """
 
 from __future__ import annotations
