@@ -15,3 +15,19 @@ class MBusFrameError(MBusError, FrameError):
 
 class MBusSecurityError(MBusError, SecurityError):
     """A telegram refused for security (wrong key, failed MAC, plaintext where a key is set)."""
+
+
+class MBusNoKeyError(MBusSecurityError):
+    """An encrypted wireless telegram for which no key is configured."""
+
+
+class MBusPlaintextError(MBusSecurityError):
+    """A telegram that arrived unencrypted although a key is configured for its meter."""
+
+
+class MBusAuthenticationError(MBusSecurityError):
+    """A telegram whose MAC, payload CRC or 2F2F check failed: wrong key or altered data."""
+
+
+class MBusUnsupportedSecurityError(MBusSecurityError):
+    """A security mode or option this codec does not implement (DES, TLS, GMAC ...)."""
