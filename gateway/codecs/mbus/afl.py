@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.codecs.mbus.errors import MBusFrameError
+from gateway.codecs.mbus.errors import MBusFrameError, need_ci
 
 CI_AFL = 0x90
 
@@ -107,6 +107,7 @@ class AuthenticationFragmentationLayer:
 
 def decode_afl(data: bytes, offset: int = 0) -> AuthenticationFragmentationLayer:
     """Decode the AFL starting (with CI 0x90) at ``data[offset]``; the fields must fill AFL.L."""
+    need_ci(data, offset)
     if data[offset] != CI_AFL:
         raise MBusFrameError(f"CI 0x{data[offset]:02X} is not an AFL", offset=offset, field="CI")
     if len(data) - offset < 4:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.codecs.mbus.crc import crc_en13757
-from gateway.codecs.mbus.errors import MBusAuthenticationError, MBusFrameError
+from gateway.codecs.mbus.errors import MBusAuthenticationError, MBusFrameError, need_ci
 from gateway.codecs.mbus.wireless_link import manufacturer_code
 from gateway.codecs.mbus.wmbus_security import AesKey, aes_ctr, ell_counter_block
 
@@ -117,6 +117,7 @@ def decode_ell(data: bytes, offset: int = 0) -> ExtendedLinkLayer:
     The payload CRC field is read as it stands; when the ELL is encrypted it is still
     ciphertext here (see :func:`decrypt_payload`).
     """
+    need_ci(data, offset)
     ci = data[offset]
     if ci not in ELL_VARIANTS:
         raise MBusFrameError(f"CI 0x{ci:02X} is not an extended link layer", offset=offset, field="CI")

@@ -31,3 +31,9 @@ class MBusAuthenticationError(MBusSecurityError):
 
 class MBusUnsupportedSecurityError(MBusSecurityError):
     """A security mode or option this codec does not implement (DES, TLS, GMAC ...)."""
+
+
+def need_ci(data: bytes, offset: int) -> None:
+    """Raise the codec's error when a layer's CI would lie beyond the data (not IndexError)."""
+    if not 0 <= offset < len(data):
+        raise MBusFrameError(f"no CI field: the data end at {len(data)}", offset=offset, field="CI")

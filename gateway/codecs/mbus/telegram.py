@@ -96,7 +96,8 @@ class WirelessTelegram:
     (EN 13757-3 data records), ``"compact"`` (a compact frame: format signature, data CRC,
     packed data), ``"format"`` (a format frame) or ``None`` (kept raw: manufacturer-specific
     CI, COSEM, network management ...). ``application_data`` has the 2F2F check bytes of
-    modes 5 and 7 removed.
+    modes 5 and 7 removed; ``application_offset`` is where it starts in the stripped (and
+    decrypted) frame, for error offsets.
     """
 
     frame: WirelessFrame
@@ -107,6 +108,7 @@ class WirelessTelegram:
     content: str | None
     application_data: bytes
     security: Security
+    application_offset: int = 0
 
     @property
     def meter_manufacturer(self) -> int:
@@ -192,6 +194,7 @@ class _Peeler:
             data = self._application_data()
         else:
             data = self.buf[self.pos + 1 :]
+        data_offset = len(self.buf) - len(data)
         if self.key is not None and not self.used_key:
             raise MBusPlaintextError("telegram is not encrypted but a key is configured for this meter", field="CI")
         security = Security(
@@ -201,7 +204,9 @@ class _Peeler:
             mac_verified=self.mac_verified,
             encrypted_bytes=self.encrypted_bytes,
         )
-        return WirelessTelegram(self.frame, self.ell, self.afl, self.tpl, ci, content, bytes(data), security)
+        return WirelessTelegram(
+            self.frame, self.ell, self.afl, self.tpl, ci, content, bytes(data), security, data_offset
+        )
 
     def _any_encryption(self) -> bool:
         return bool(self.ell and self.ell.encrypted) or bool(self.tpl and self.tpl.security_mode)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.codecs.mbus.errors import MBusFrameError
+from gateway.codecs.mbus.errors import MBusFrameError, need_ci
 from gateway.codecs.mbus.wireless_link import manufacturer_code
 
 NONE, SHORT, LONG = "none", "short", "long"
@@ -194,6 +194,7 @@ class TransportHeader:
 
 def decode_tpl(data: bytes, offset: int = 0) -> TransportHeader:
     """Decode the TPL header whose CI is at ``data[offset]`` (see :data:`TPL_CI`)."""
+    need_ci(data, offset)
     ci = data[offset]
     if ci not in TPL_CI:
         raise MBusFrameError(f"CI 0x{ci:02X} does not open a transport layer", offset=offset, field="CI")

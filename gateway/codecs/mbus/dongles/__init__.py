@@ -18,10 +18,12 @@ signal strength where the dongle reports it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.codecs.mbus.errors import MBusFrameError
-from gateway.codecs.mbus.wireless_link import FrameFormat
+from gateway.codecs.mbus.stream import ByteStream
+from gateway.codecs.mbus.wireless_link import MIN_L, FrameFormat, LinkMode
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,30 +44,24 @@ class ReceivedTelegram:
     lqi: int | None = None
 
 
-class StreamAdapter:
-    """The buffer and counters every dongle adapter shares."""
+class StreamAdapter(ByteStream):
+    """The buffer and counters every dongle adapter shares; ``events`` counts good messages."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self.skipped_bytes = 0
-        self.errors = 0
+        super().__init__()
         self.events = 0
 
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-    def receive_data(self, data: bytes) -> None:
-        self._buffer += data
-
-    def clear(self) -> None:
-        """Forget buffered bytes (after a timeout or a reconnect)."""
-        self.skipped_bytes += len(self._buffer)
-        self._buffer.clear()
-
-    def _skip(self, count: int = 1) -> None:
-        del self._buffer[:count]
-        self.skipped_bytes += count
+    def _telegram_without_l(
+        self, body: bytes, rssi: int | None, to_dbm: Callable[[int], int], *, offset: int
+    ) -> ReceivedTelegram:
+        """A telegram the dongle sent from its C-field on, its own length byte standing in for
+        the L-field (IMST, Amber); ``rssi`` is the raw byte the dongle appended, if any."""
+        if len(body) < MIN_L:
+            self.errors += 1
+            raise MBusFrameError(f"received telegram of {len(body)} bytes is too short", offset=offset, field="length")
+        return ReceivedTelegram(
+            frame=bytes([len(body)]) + body, rssi_dbm=None if rssi is None else to_dbm(rssi), rssi_raw=rssi
+        )
 
     def _emit(self, count: int) -> bytes:
         """Consume ``count`` bytes of a good message and return them."""
@@ -74,9 +70,13 @@ class StreamAdapter:
         self.events += 1
         return chunk
 
-    def _fail(self, reason: str, *, offset: int, field: str) -> MBusFrameError:
-        """Drop the first byte of a broken message (the next may start inside it), count it,
-        and return the error to raise."""
-        self._skip(1)
-        self.errors += 1
-        return MBusFrameError(reason, offset=offset, field=field)
+
+def link_mode_value(modes: tuple, values: dict, combined: int | None, dongle: str) -> int:
+    """The dongle's code for receiving ``modes``: one mode, or C1 and T1 together where the
+    dongle has a combined mode (``combined``)."""
+    wanted = {LinkMode(mode) for mode in modes}
+    if wanted == {LinkMode.C1, LinkMode.T1} and combined is not None:
+        return combined
+    if len(wanted) != 1:
+        raise ValueError(f"the {dongle} listens to one mode, or to C1 and T1 together, not {sorted(modes)}")
+    return values[wanted.pop()]

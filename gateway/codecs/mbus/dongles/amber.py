@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.codecs.mbus.dongles import ReceivedTelegram, StreamAdapter
-from gateway.codecs.mbus.errors import MBusFrameError
+from gateway.codecs.mbus.dongles import ReceivedTelegram, StreamAdapter, link_mode_value
 from gateway.codecs.mbus.wireless_link import MIN_L, PRIMARY_FUNCTIONS, SECONDARY_FUNCTIONS, LinkMode
 
 SOF = 0xFF
@@ -131,29 +130,22 @@ class AmberAdapter(StreamAdapter):
                     )
                 raw = self._emit(size)
                 if raw[1] == CMD_DATA_IND:
-                    return self._telegram(raw[2], raw[3:-1])
+                    return self._telegram(raw[3:-1])
                 return AmberConfirm(raw[1], raw[3:-1])
             if self.transparent and buf[0] >= MIN_L + 1 and (len(buf) < 2 or _plausible_c(buf[1])):
                 size = 1 + buf[0] + (1 if self.rssi else 0)
                 if len(buf) < size:
                     return None
                 raw = self._emit(size)
-                return self._telegram(raw[0] + (1 if self.rssi else 0), raw[1:])
+                return self._telegram(raw[1:])
             self._skip()
         return None
 
-    def _telegram(self, length: int, body: bytes) -> ReceivedTelegram:
+    def _telegram(self, body: bytes) -> ReceivedTelegram:
         """``body`` is C..end of the frame plus the RSSI byte when enabled."""
-        rssi = body[-1] if self.rssi and body else None
-        frame_body = body[:-1] if self.rssi else body
-        if len(frame_body) < MIN_L:
-            self.errors += 1
-            raise MBusFrameError(f"received telegram of {len(frame_body)} bytes is too short", offset=2, field="length")
-        return ReceivedTelegram(
-            frame=bytes([len(frame_body)]) + frame_body,
-            rssi_dbm=None if rssi is None else rssi_to_dbm(rssi),
-            rssi_raw=rssi,
-        )
+        if self.rssi and body:
+            return self._telegram_without_l(body[:-1], body[-1], rssi_to_dbm, offset=2)
+        return self._telegram_without_l(body, None, rssi_to_dbm, offset=2)
 
     @staticmethod
     def command(command: int, payload: bytes = b"") -> bytes:
@@ -164,12 +156,7 @@ class AmberAdapter(StreamAdapter):
     @classmethod
     def command_set_link_mode(cls, *modes: LinkMode | str) -> bytes:
         """CMD_SET_MODE_REQ (volatile) for receiving the mode(s) as a collector."""
-        mode_set = {LinkMode(m) for m in modes}
-        if mode_set == {LinkMode.C1, LinkMode.T1}:
-            return cls.command(CMD_SET_MODE_REQ, bytes([LINK_MODE_C1_T1]))
-        if len(mode_set) != 1:
-            raise ValueError(f"the AMB8465 listens to one mode, or to C1 and T1 together, not {sorted(modes)}")
-        return cls.command(CMD_SET_MODE_REQ, bytes([LINK_MODES[mode_set.pop()]]))
+        return cls.command(CMD_SET_MODE_REQ, bytes([link_mode_value(modes, LINK_MODES, LINK_MODE_C1_T1, "AMB8465")]))
 
     @classmethod
     def command_get_serial_number(cls) -> bytes:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.codecs.mbus.crc import crc_x25
-from gateway.codecs.mbus.dongles import ReceivedTelegram, StreamAdapter
+from gateway.codecs.mbus.dongles import ReceivedTelegram, StreamAdapter, link_mode_value
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.wireless_link import MIN_L, LinkMode
 
@@ -134,14 +134,7 @@ class ImstHci(StreamAdapter):
         if control & CTRL_RSSI:
             rssi = raw[pos]
         if endpoint == RADIOLINK and message_id == WMBUSMSG_IND:
-            if len(payload) < MIN_L:
-                self.errors += 1
-                raise MBusFrameError(f"received telegram of {len(payload)} bytes is too short", offset=3, field="length")
-            return ReceivedTelegram(
-                frame=bytes([len(payload)]) + payload,
-                rssi_dbm=None if rssi is None else rssi_to_dbm(rssi),
-                rssi_raw=rssi,
-            )
+            return self._telegram_without_l(payload, rssi, rssi_to_dbm, offset=3)
         if endpoint == DEVMGMT and message_id == GET_DEVICEINFO_RSP and len(payload) >= 8:
             return ImstDeviceInfo(payload[0], payload[1], payload[2], payload[3], int.from_bytes(payload[4:8], "little"))
         return HciMessage(endpoint, message_id, payload, timestamp=timestamp)
@@ -171,13 +164,7 @@ class ImstHci(StreamAdapter):
     def command_set_link_mode(cls, *modes: LinkMode | str, rssi: bool = True) -> bytes:
         """SET_CONFIG (in RAM only) to receive in the given mode(s), with the RSSI attached
         to each received telegram and no timestamp."""
-        mode_set = {LinkMode(m) for m in modes}
-        if mode_set == {LinkMode.C1, LinkMode.T1}:
-            value = LINK_MODE_C1_T1
-        elif len(mode_set) == 1:
-            value = LINK_MODES[mode_set.pop()]
-        else:
-            raise ValueError(f"the iM871A listens to one mode, or to C1 and T1 together, not {sorted(modes)}")
+        value = link_mode_value(modes, LINK_MODES, LINK_MODE_C1_T1, "iM871A")
         payload = bytes(
             [NVM_TEMPORARY, IIF1_LINK_MODE, value, IIF2_AUTO_RSSI | IIF2_AUTO_TIMESTAMP, int(rssi), 0]
         )
@@ -277,12 +264,6 @@ class ImstSlipHci(StreamAdapter):
     @classmethod
     def command_set_link_mode(cls, *modes: LinkMode | str) -> bytes:
         """SET_ACTIVE_CONFIGURATION: receive in the mode(s), indicate every received telegram."""
-        mode_set = {LinkMode(m) for m in modes}
-        if mode_set == {LinkMode.C1, LinkMode.T1}:
-            value = IU_LINK_MODE_C1_T1
-        elif len(mode_set) == 1:
-            value = IU_LINK_MODES[mode_set.pop()]
-        else:
-            raise ValueError(f"the iU891A listens to one mode, or to C1 and T1 together, not {sorted(modes)}")
+        value = link_mode_value(modes, IU_LINK_MODES, IU_LINK_MODE_C1_T1, "iU891A")
         body = bytes([value]) + IU_OPTION_RECEIVE_INDICATION.to_bytes(2, "little") + bytes(8)
         return cls.message(SAP_WMBUSGW, IU_SET_ACTIVE_CONFIGURATION_REQ, body)

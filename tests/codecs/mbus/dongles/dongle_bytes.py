@@ -85,3 +85,29 @@ def drain(adapter) -> tuple[list, int]:
 
 def telegrams_of(events) -> list[ReceivedTelegram]:
     return [e for e in events if isinstance(e, ReceivedTelegram)]
+
+
+def fed_byte_by_byte(adapter, raw: bytes):
+    """Feed ``raw`` one byte at a time: nothing may come out before the last byte, then
+    exactly one event, which is returned."""
+    for byte in raw[:-1]:
+        adapter.receive_data(bytes([byte]))
+        assert adapter.next_event() is None
+    adapter.receive_data(raw[-1:])
+    event = adapter.next_event()
+    assert event is not None and adapter.next_event() is None
+    return event
+
+
+def recovers_after(adapter, bad: bytes, good: bytes):
+    """Feed a broken message then a good one: the first ``next_event`` raises the codec's
+    error (returned, for its reason and offset), then the good message still comes out."""
+    adapter.receive_data(bytes(bad) + good)
+    try:
+        adapter.next_event()
+    except MBusFrameError as exc:
+        error = exc
+    else:
+        raise AssertionError("the broken message was not rejected")
+    events, _ = drain(adapter)
+    return error, telegrams_of(events)

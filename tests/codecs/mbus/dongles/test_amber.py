@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import random
 
-import pytest
 
 from gateway.codecs.mbus.dongles.amber import AmberAdapter, AmberConfirm, rssi_to_dbm
-from gateway.codecs.mbus.errors import MBusFrameError
 
-from .dongle_bytes import amber_indication, corpus_frames, drain, garbage, telegrams_of
+from .dongle_bytes import fed_byte_by_byte, recovers_after, amber_indication, corpus_frames, drain, garbage
 
 FRAMES = corpus_frames()
 
@@ -31,25 +29,15 @@ def test_without_rssi_the_whole_payload_is_the_telegram():
 
 
 def test_an_indication_fed_byte_by_byte_comes_out_once_at_its_last_byte():
-    raw = amber_indication(FRAMES[7])
-    adapter = AmberAdapter()
-    for byte in raw[:-1]:
-        adapter.receive_data(bytes([byte]))
-        assert adapter.next_event() is None
-    adapter.receive_data(raw[-1:])
-    assert adapter.next_event().frame == FRAMES[7]
+    assert fed_byte_by_byte(AmberAdapter(), amber_indication(FRAMES[7])).frame == FRAMES[7]
 
 
 def test_a_flipped_byte_fails_the_checksum_and_the_next_indication_still_comes_out():
     bad = bytearray(amber_indication(FRAMES[1]))
     bad[8] ^= 0x40
-    adapter = AmberAdapter()
-    adapter.receive_data(bytes(bad) + amber_indication(FRAMES[2]))
-    with pytest.raises(MBusFrameError, match="checksum") as info:
-        adapter.next_event()
-    assert info.value.field == "CS" and info.value.offset == len(bad) - 1
-    events, _ = drain(adapter)
-    assert telegrams_of(events)[-1].frame == FRAMES[2]
+    error, telegrams = recovers_after(AmberAdapter(), bad, amber_indication(FRAMES[2]))
+    assert "checksum" in error.reason and error.field == "CS" and error.offset == len(bad) - 1
+    assert telegrams[-1].frame == FRAMES[2]
 
 
 def test_garbage_between_indications_is_skipped_and_counted():

@@ -10,7 +10,7 @@ from gateway.codecs.mbus.dongles.cul import CulAdapter, CulText, rssi_to_dbm
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.wireless_link import FrameFormat, LinkMode, decode_frame
 
-from .dongle_bytes import corpus_frames, cul_line, drain, garbage, telegrams_of
+from .dongle_bytes import fed_byte_by_byte, corpus_frames, cul_line, drain, garbage, telegrams_of
 
 FRAMES = corpus_frames()
 
@@ -36,13 +36,7 @@ def test_without_lqi_and_rssi_the_line_is_the_frame():
 
 
 def test_a_line_fed_byte_by_byte_comes_out_at_its_newline():
-    raw = cul_line(FRAMES[9])
-    adapter = CulAdapter()
-    for byte in raw[:-1]:
-        adapter.receive_data(bytes([byte]))
-        assert adapter.next_event() is None
-    adapter.receive_data(raw[-1:])
-    assert adapter.next_event().rssi_raw == 0x30
+    assert fed_byte_by_byte(CulAdapter(), cul_line(FRAMES[9])).rssi_raw == 0x30
 
 
 def test_answers_and_version_are_text_events():

@@ -17,7 +17,7 @@ from gateway.codecs.mbus.dongles.imst import (
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.wireless_link import decode_frame
 
-from .dongle_bytes import corpus_frames, drain, garbage, imst_indication, iu891a_indication, telegrams_of
+from .dongle_bytes import fed_byte_by_byte, recovers_after, corpus_frames, drain, garbage, imst_indication, iu891a_indication, telegrams_of
 
 FRAMES = corpus_frames()
 
@@ -41,14 +41,9 @@ def test_every_combination_of_trailer_fields_is_read(crc, rssi, timestamp):
 
 
 def test_an_indication_fed_byte_by_byte_comes_out_once_at_its_last_byte():
-    raw = imst_indication(FRAMES[3])
     adapter = ImstHci()
-    for byte in raw[:-1]:
-        adapter.receive_data(bytes([byte]))
-        assert adapter.next_event() is None
-    adapter.receive_data(raw[-1:])
-    assert adapter.next_event().frame == FRAMES[3]
-    assert adapter.next_event() is None and adapter.buffered == 0
+    assert fed_byte_by_byte(adapter, imst_indication(FRAMES[3])).frame == FRAMES[3]
+    assert adapter.buffered == 0
 
 
 def test_garbage_between_indications_is_skipped_and_counted():
@@ -65,12 +60,9 @@ def test_a_flipped_byte_fails_the_hci_crc_and_the_next_indication_still_comes_ou
     bad = bytearray(imst_indication(FRAMES[1]))
     bad[10] ^= 0x01
     adapter = ImstHci()
-    adapter.receive_data(bytes(bad) + imst_indication(FRAMES[2]))
-    with pytest.raises(MBusFrameError, match="HCI CRC") as info:
-        adapter.next_event()
-    assert info.value.field == "CRC"
-    events, _ = drain(adapter)
-    assert telegrams_of(events)[-1].frame == FRAMES[2] and adapter.errors == 1
+    error, telegrams = recovers_after(adapter, bad, imst_indication(FRAMES[2]))
+    assert "HCI CRC" in error.reason and error.field == "CRC"
+    assert telegrams[-1].frame == FRAMES[2] and adapter.errors == 1
 
 
 def test_device_info_and_other_responses_become_events():

@@ -19,10 +19,9 @@ from gateway.codecs.mbus.dongles import ReceivedTelegram
 from gateway.codecs.mbus.dongles.amber import AmberAdapter, AmberConfirm
 from gateway.codecs.mbus.dongles.cul import CulAdapter, CulText
 from gateway.codecs.mbus.dongles.imst import HciMessage, ImstDeviceInfo, ImstHci
-from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.wireless_link import decode_frame
 
-from .dongle_bytes import amber_indication, corpus_frames, cul_line, garbage, imst_indication
+from .dongle_bytes import amber_indication, corpus_frames, cul_line, drain, garbage, imst_indication
 
 pytestmark = pytest.mark.integration
 
@@ -91,17 +90,10 @@ async def collect(reader, adapter, until: Callable[[list], bool], events: list |
     events = [] if events is None else events
     errors = 0
     while not until(events):
-        chunk = await reader.read(4096)
-        adapter.receive_data(chunk)
-        while True:
-            try:
-                event = adapter.next_event()
-            except MBusFrameError:
-                errors += 1
-                continue
-            if event is None:
-                break
-            events.append(event)
+        adapter.receive_data(await reader.read(4096))
+        got, failed = drain(adapter)
+        events += got
+        errors += failed
     return events, errors
 
 
