@@ -198,13 +198,16 @@ def add_crc_blocks(stripped: bytes, frame_format: FrameFormat) -> bytes:
     return out
 
 
+def _crc_ok(data: bytes, start: int, end: int) -> bool:
+    return crc_en13757(data[start:end]) == int.from_bytes(data[end : end + CRC_SIZE], "big")
+
+
 def _check_crc(data: bytes, start: int, end: int, block: int) -> None:
+    if _crc_ok(data, start, end):
+        return
     expected = crc_en13757(data[start:end])
     got = int.from_bytes(data[end : end + CRC_SIZE], "big")
-    if got != expected:
-        raise MBusFrameError(
-            f"CRC of block {block} is 0x{got:04X}, computed 0x{expected:04X}", offset=end, field="CRC"
-        )
+    raise MBusFrameError(f"CRC of block {block} is 0x{got:04X}, computed 0x{expected:04X}", offset=end, field="CRC")
 
 
 def strip_crc_blocks(data: bytes, frame_format: FrameFormat) -> bytes:
@@ -234,12 +237,10 @@ def strip_crc_blocks(data: bytes, frame_format: FrameFormat) -> bytes:
     return bytes(out)
 
 
-def _crc_blocks_match(data: bytes, frame_format: FrameFormat) -> bool:
-    try:
-        strip_crc_blocks(data, frame_format)
-    except MBusFrameError:
-        return False
-    return True
+def _format_b_crcs_match(data: bytes) -> bool:
+    if len(data) <= BLOCK_B_FIRST + CRC_SIZE:
+        return _crc_ok(data, 0, len(data) - CRC_SIZE)
+    return _crc_ok(data, 0, BLOCK_B_FIRST) and _crc_ok(data, BLOCK_B_FIRST + CRC_SIZE, len(data) - CRC_SIZE)
 
 
 def detect_frame_format(data: bytes) -> FrameFormat:
@@ -253,11 +254,9 @@ def detect_frame_format(data: bytes) -> FrameFormat:
     if len(data) < FIRST_BLOCK + CRC_SIZE:
         return FrameFormat.STRIPPED
     length = data[0]
-    if len(data) == wire_length(length, FrameFormat.A) and crc_en13757(data[:FIRST_BLOCK]) == int.from_bytes(
-        data[FIRST_BLOCK : FIRST_BLOCK + CRC_SIZE], "big"
-    ):
+    if len(data) == wire_length(length, FrameFormat.A) and _crc_ok(data, 0, FIRST_BLOCK):
         return FrameFormat.A
-    if len(data) == length + 1 and _crc_blocks_match(data, FrameFormat.B):
+    if len(data) == length + 1 and _format_b_crcs_match(data):
         return FrameFormat.B
     return FrameFormat.STRIPPED
 
