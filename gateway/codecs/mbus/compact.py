@@ -6,12 +6,15 @@ It then sends a *compact frame*::
     format signature (2, LE) ‖ data CRC (2, LE) ‖ the records' data bytes, packed
 
 The format signature is the EN 13757-4 CRC over the DIF…VIFE header bytes of all records of a
-full frame (idle fillers 0x2F excluded); the data CRC is the CRC over the full frame's
-application data (headers and data) that the compact frame stands for. A receiver learns
-the formats from the full frames it hears (:meth:`FormatCache.learn`) and rebuilds the full
-application data of later compact frames (:meth:`FormatCache.expand`), which the record
-decoder then reads as usual. The data CRC proves the rebuild: a mismatch is an error, never
-a wrong reading.
+full frame (idle fillers 0x2F excluded). The data CRC ("full frame CRC") is the CRC over the
+application data (headers and data) of a full frame: captured meters (Kamstrup flowIQ, in the
+wmbusmeters corpus) give the CRC of the full frame they last sent, whose values may have
+changed since; when they have not, it is also the CRC of the rebuilt frame. A receiver learns
+the formats, and the CRCs of the full frames that carried them, from the full frames it hears
+(:meth:`FormatCache.learn`) and rebuilds the full application data of later compact frames
+(:meth:`FormatCache.expand`), which the record decoder then reads as usual. A data CRC that
+names neither the rebuilt frame nor a full frame of that format seen is an error (a format
+signature collision, or a full frame never heard), never a wrong reading.
 
 The cache is sans-IO state, bounded (least recently used formats are forgotten).
 """
@@ -48,12 +51,18 @@ class CompactFrame:
     packed: bytes
 
 
+#: How many full-frame CRCs the cache keeps per format.
+FULL_FRAME_CRCS = 8
+
+
 @dataclass(frozen=True, slots=True)
 class RecordFormat:
-    """The headers of the records of one full frame and how many data bytes each carries."""
+    """The headers of the records of one full frame and how many data bytes each carries;
+    ``full_frame_crcs`` are the data CRCs of the latest full frames of this format."""
 
     headers: tuple[bytes, ...]
     data_lengths: tuple[int, ...]
+    full_frame_crcs: tuple[int, ...] = ()
 
     @property
     def signature(self) -> int:
@@ -102,13 +111,19 @@ class FormatCache:
     def __contains__(self, signature: object) -> bool:
         return signature in self._formats
 
-    def learn(self, records: Iterable[HasHeaderAndRaw]) -> int | None:
-        """Remember the format of a full frame; returns its signature (``None``: not packable)."""
+    def learn(self, records: Iterable[HasHeaderAndRaw], application_data: bytes | None = None) -> int | None:
+        """Remember the format of a full frame and, given its application data, its CRC;
+        returns the format signature (``None``: the records cannot be packed)."""
         fmt = format_of(records)
         if fmt is None:
             return None
         signature = fmt.signature
-        self._formats[signature] = fmt
+        known = self._formats.get(signature)
+        crcs = known.full_frame_crcs if known is not None and known.headers == fmt.headers else ()
+        if application_data is not None:
+            crc = crc_en13757(application_data)
+            crcs = (tuple(c for c in crcs if c != crc) + (crc,))[-FULL_FRAME_CRCS:]
+        self._formats[signature] = RecordFormat(fmt.headers, fmt.data_lengths, crcs)
         self._formats.move_to_end(signature)
         while len(self._formats) > self.max_formats:
             self._formats.popitem(last=False)
@@ -118,7 +133,8 @@ class FormatCache:
         """The full application data a compact frame stands for, checked by its data CRC.
 
         Raises :class:`MBusFrameError` when the format is unknown (no full frame seen yet),
-        when the packed data do not fit it, or when the rebuilt data fail the data CRC.
+        when the packed data do not fit it, or when the data CRC is neither that of the
+        rebuilt data nor that of a full frame of this format seen.
         """
         fmt = self._formats.get(compact.format_signature)
         if fmt is None:
@@ -142,9 +158,10 @@ class FormatCache:
             out += header + packed[pos : pos + length]
             pos += length
         out += packed[pos:]
-        if crc_en13757(out) != compact.data_crc:
+        if compact.data_crc not in fmt.full_frame_crcs and crc_en13757(out) != compact.data_crc:
             raise MBusFrameError(
-                f"rebuilt frame fails the data CRC 0x{compact.data_crc:04X} (computed 0x{crc_en13757(out):04X})",
+                f"data CRC 0x{compact.data_crc:04X} names no full frame of format 0x{compact.format_signature:04X} "
+                f"seen, and the rebuilt frame's is 0x{crc_en13757(out):04X}",
                 offset=2,
                 field="data CRC",
             )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from gateway.codecs.mbus.crc import crc_en13757
 from gateway.codecs.mbus.errors import MBusAuthenticationError, MBusFrameError, need_ci
-from gateway.codecs.mbus.wireless_link import manufacturer_code
+from gateway.codecs.mbus.application import manufacturer_letters
 from gateway.codecs.mbus.wmbus_security import AesKey, aes_ctr, ell_counter_block
 
 #: CI of each ELL variant: (has address, has session number and payload CRC).
@@ -95,7 +95,7 @@ class ExtendedLinkLayer:
         }
         if self.manufacturer is not None and self.address is not None:
             out.update(
-                manufacturer=manufacturer_code(self.manufacturer),
+                manufacturer=manufacturer_letters(self.manufacturer),
                 id=self.address[:4][::-1].hex(),
                 version=self.address[4],
                 device_type=f"0x{self.address[5]:02X}",

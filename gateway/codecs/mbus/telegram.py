@@ -38,7 +38,7 @@ from gateway.codecs.mbus.errors import (
     MBusPlaintextError,
     MBusUnsupportedSecurityError,
 )
-from gateway.codecs.mbus.tpl import SECURITY_MODES, TPL_CI, TransportHeader, decode_tpl
+from gateway.codecs.mbus.tpl import MANUFACTURER_SPECIFIC_CI, SECURITY_MODES, TPL_CI, TransportHeader, decode_tpl
 from gateway.codecs.mbus.wireless_link import FrameFormat, WirelessFrame, decode_frame
 from gateway.codecs.mbus.wmbus_security import (
     BLOCK,
@@ -196,6 +196,12 @@ class _Peeler:
             data = self.buf[self.pos + 1 :]
         data_offset = len(self.buf) - len(data)
         if self.key is not None and not self.used_key:
+            if ci in MANUFACTURER_SPECIFIC_CI:
+                raise MBusUnsupportedSecurityError(
+                    f"manufacturer-specific CI 0x{ci:02X} has no standard security to apply the configured key to",
+                    offset=self.pos,
+                    field="CI",
+                )
             raise MBusPlaintextError("telegram is not encrypted but a key is configured for this meter", field="CI")
         security = Security(
             mode=self.tpl.security_mode if self.tpl else MODE_NONE,

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.codecs.mbus.errors import MBusFrameError, need_ci
-from gateway.codecs.mbus.wireless_link import manufacturer_code
+from gateway.codecs.mbus.application import manufacturer_letters
 
 NONE, SHORT, LONG = "none", "short", "long"
 
@@ -159,7 +159,7 @@ class TransportHeader:
         out: dict[str, object] = {"ci": f"0x{self.ci:02X}", "header": self.kind}
         if self.address is not None and self.manufacturer is not None:
             out.update(
-                manufacturer=manufacturer_code(self.manufacturer),
+                manufacturer=manufacturer_letters(self.manufacturer),
                 id=self.identification,
                 version=self.address[4],
                 device_type=f"0x{self.address[5]:02X}",

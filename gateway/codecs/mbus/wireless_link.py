@@ -28,6 +28,7 @@ import enum
 from dataclasses import dataclass
 
 from gateway.codecs.mbus import three_of_six
+from gateway.codecs.mbus.application import manufacturer_letters
 from gateway.codecs.mbus.crc import crc_en13757
 from gateway.codecs.mbus.errors import MBusFrameError
 
@@ -78,23 +79,6 @@ C_MODE_SYNC = b"\x54\x3d"
 C_MODE_FORMATS = {b"\x54\xcd": FrameFormat.A, b"\x54\x3d": FrameFormat.B}
 
 
-def manufacturer_code(value: int) -> str:
-    """The three letters of a manufacturer field (EN 13757-7 / FLAG: 5 bits per letter, A=1).
-
-    Bit 15 is not part of the letters. Values outside A..Z come out as the ASCII characters
-    at 64+n ('@', '[' ...) so that nothing is lost.
-    """
-    return "".join(chr(64 + ((value >> shift) & 0x1F)) for shift in (10, 5, 0))
-
-
-def manufacturer_value(code: str) -> int:
-    """The 16-bit manufacturer field of three letters (the inverse of :func:`manufacturer_code`)."""
-    if len(code) != 3 or not all(64 <= ord(ch) <= 95 for ch in code.upper()):
-        raise ValueError(f"manufacturer code must be three letters, got {code!r}")
-    a, b, c = (ord(ch) - 64 for ch in code.upper())
-    return (a << 10) | (b << 5) | c
-
-
 def c_field_function(c: int) -> str:
     """The name of a C-field value (``SND_NR``, ``RSP_UD`` ...), or its hex when unknown."""
     if c & C_PRM:
@@ -125,7 +109,7 @@ class WirelessFrame:
 
     @property
     def manufacturer_code(self) -> str:
-        return manufacturer_code(self.manufacturer)
+        return manufacturer_letters(self.manufacturer)
 
     @property
     def function(self) -> str:

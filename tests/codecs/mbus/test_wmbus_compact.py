@@ -90,3 +90,28 @@ def test_the_cache_forgets_the_least_recently_used_format():
 def test_a_compact_frame_too_short_for_its_header_is_an_error():
     with pytest.raises(MBusFrameError, match="needs 4 header bytes"):
         split_compact(b"\x01\x02")
+
+
+def test_a_data_crc_naming_the_full_frame_last_heard_is_accepted_although_values_changed():
+    # kamwater.xmq:506 is a full frame, :512 the compact frame that follows it: the flow went
+    # from 0 to 0.035 m3/h, and the compact frame's data CRC is still the full frame's CRC.
+    from gateway.codecs.mbus.wireless import WMBusDecoder
+
+    from .wmbus_corpus import wireless
+
+    pair = {t.record["id"].rsplit(":", 1)[-1]: t.data for t in wireless() if "kamwater.xmq:5" in t.record["id"]}
+    decoder = WMBusDecoder()
+    full = decoder.decode(pair["506"], decrypted=True)
+    compact = decoder.decode(pair["512"], decrypted=True)
+    assert compact.compact.data_crc == crc_en13757(full.telegram.application_data)
+    assert [str(r.value) for r in compact.records if r.unit == "m^3/h"] == ["0.000", "0.035"]
+    assert [str(r.value) for r in full.records if r.unit == "m^3/h"] == ["0.000", "0.000"]
+
+
+def test_a_data_crc_that_names_no_full_frame_of_the_format_is_refused():
+    cache = FormatCache()
+    cache.learn(RECORDS, decode_telegram(FULL, decrypted=True).application_data)
+    compact = split_compact(decode_telegram(COMPACT, decrypted=True).application_data)
+    assert cache.expand(compact)
+    with pytest.raises(MBusFrameError, match="names no full frame"):
+        cache.expand(type(compact)(compact.format_signature, compact.data_crc ^ 1, compact.packed))

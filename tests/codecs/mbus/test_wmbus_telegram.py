@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.codecs.mbus.application import manufacturer_letters
 from gateway.codecs.mbus.errors import (
     MBusAuthenticationError,
     MBusError,
@@ -121,11 +122,13 @@ def test_unsupported_security_modes_are_refused_with_or_without_key(mode):
         decode_corpus(telegram, key=AesKey(KEY))
 
 
-def test_manufacturer_specific_ci_is_kept_raw():
+def test_manufacturer_specific_ci_is_kept_raw_and_refused_with_a_key():
     telegram = next(t for t in wireless() if t.crypto == "no-TPL-config (CI 0xA2)")
     decoded = decode_corpus(telegram)
     assert decoded.ci == 0xA2 and decoded.content is None and decoded.tpl is None
     assert decoded.application_data == decode_frame(telegram.data).data
+    with pytest.raises(MBusUnsupportedSecurityError, match="manufacturer-specific CI 0xA2"):
+        decode_corpus(telegram, key=AesKey(KEY))
 
 
 # --- OMS Volume 2 Annex N ----------------------------------------------------------------
@@ -139,9 +142,7 @@ def test_oms_annex_n_examples_decrypt_and_carry_the_published_volume(name):
     assert decoded.frame.frame_format.value == example["frame_format"]
     assert decoded.security.mode == example["security_mode"]
     meter = example["meter"]
-    from gateway.codecs.mbus.wireless_link import manufacturer_code
-
-    assert manufacturer_code(decoded.meter_manufacturer) == meter["manufacturer"]
+    assert manufacturer_letters(decoded.meter_manufacturer) == meter["manufacturer"]
     assert decoded.meter_address[:4][::-1].hex() == meter["id"]
     assert decoded.meter_address[4:] == bytes([meter["version"], meter["device_type"]])
     first = example["records"][0]
