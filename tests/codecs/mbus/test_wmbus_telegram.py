@@ -316,3 +316,19 @@ def test_a_telegram_with_format_a_or_b_crc_blocks_decodes_as_the_stripped_one(te
         assert {k: v for k, v in again.as_dict().items() if k != "link"} == {
             k: v for k, v in stripped.as_dict().items() if k != "link"
         }
+
+
+@pytest.mark.parametrize("name", sorted(OMS))
+def test_oms_annex_n_examples_decode_to_the_published_records(name):
+    from gateway.codecs.mbus.wireless import WMBusDecoder
+    from gateway.model import value_text
+
+    example = OMS[name]
+    key = AesKey.from_hex(example["key"]) if example["key"] else None
+    decoded = WMBusDecoder().decode(bytes.fromhex(example["hex"]), key=key, frame_format="auto")
+    got = [(value_text(r.value).replace("T", " ")[:16], r.unit, r.storage) for r in decoded.records]
+    want = [(r["value"], {"m3": "m^3"}.get(r.get("unit"), r.get("unit")), r.get("storage", 0)) for r in example["records"]]
+    assert [(v, s) for v, _, s in got] == [(v, s) for v, _, s in want]
+    assert [u for _, u, _ in got if u] == [u for _, u, _ in want if u]
+    meter = example["meter"]
+    assert decoded.device == f"{meter['manufacturer']}-{meter['id']}-{meter['version']:02x}-{meter['device_type']:02x}"
