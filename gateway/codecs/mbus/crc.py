@@ -14,6 +14,8 @@ Both are table driven: a wireless M-Bus gateway checks one CRC per 16 bytes rece
 
 from __future__ import annotations
 
+from gateway.codecs.dlms.hdlc import fcs16
+
 EN13757_POLYNOMIAL = 0x3D65
 EN13757_CHECK = 0xC2B7
 X25_CHECK = 0x906E
@@ -29,18 +31,7 @@ def _msb_first_table(polynomial: int) -> tuple[int, ...]:
     return tuple(table)
 
 
-def _lsb_first_table(polynomial_reflected: int) -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ polynomial_reflected if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
 _EN13757_TABLE = _msb_first_table(EN13757_POLYNOMIAL)
-_X25_TABLE = _lsb_first_table(0x8408)
 
 
 def crc_en13757(data: bytes | bytearray | memoryview) -> int:
@@ -52,10 +43,5 @@ def crc_en13757(data: bytes | bytearray | memoryview) -> int:
     return crc ^ 0xFFFF
 
 
-def crc_x25(data: bytes | bytearray | memoryview) -> int:
-    """The CRC-16/X-25 of ``data`` (an int; IMST sends it little-endian)."""
-    crc = 0xFFFF
-    table = _X25_TABLE
-    for byte in data:
-        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
-    return crc ^ 0xFFFF
+#: CRC-16/X-25, the same CRC as the HDLC frame check sequence of DLMS (one implementation).
+crc_x25 = fcs16

@@ -2,34 +2,19 @@
 
 Wired frames (:class:`gateway.codecs.mbus.link.LinkParser`) and the serial framings of the
 wireless dongles (:mod:`gateway.codecs.mbus.dongles`) arrive in chunks of any size; a parser
-keeps what it has not consumed yet and counts what it had to skip or reject.
+keeps what it has not consumed yet and counts what it had to skip or reject. The buffer is
+the one the DLMS stream parsers use; M-Bus adds how it skips and rejects.
 """
 
 from __future__ import annotations
 
+from gateway.codecs.dlms.stream import StreamBuffer
 from gateway.codecs.mbus.errors import MBusFrameError
 
 
-class ByteStream:
-    """A receive buffer with the counters of an incremental parser."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self.skipped_bytes = 0
-        self.errors = 0
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-    def receive_data(self, data: bytes) -> None:
-        self._buffer += data
-
-    def clear(self) -> None:
-        """Forget buffered bytes (e.g. after a timeout, so a late reply is never taken for
-        the answer to the next request)."""
-        self.skipped_bytes += len(self._buffer)
-        self._buffer.clear()
+class ByteStream(StreamBuffer):
+    """A receive buffer with the counters of an incremental parser (``skipped_bytes``,
+    ``errors``), and the M-Bus way of skipping and rejecting."""
 
     def _skip(self, count: int = 1) -> None:
         del self._buffer[:count]
