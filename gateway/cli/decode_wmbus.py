@@ -123,7 +123,7 @@ def _line_options(line: str) -> tuple[str, dict[str, object]]:
     tokens = line.split()
     if len(tokens) >= 2 and tokens[-1].lower() == DECRYPTED_WORD:
         return " ".join(tokens[:-1]), {"decrypted": True}
-    if len(tokens) >= 2 and len(tokens[-1]) == 32 and len(tokens[0]) > 2:
+    if len(tokens) >= 2 and len(tokens[-1]) == 32:
         return " ".join(tokens[:-1]), {"key": _key(tokens[-1])}
     return line, {}
 
