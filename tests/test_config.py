@@ -195,3 +195,11 @@ def test_a_systemd_credential_is_read_from_the_credentials_directory(tmp_path, m
     (tmp_path / "mqtt-password").write_text("s3cret\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert read_secret("credential:mqtt-password") == b"s3cret"
+
+
+def test_the_documented_example_configuration_is_valid():
+    from pathlib import Path
+
+    example = Path(__file__).parents[1] / "config" / "gateway.toml"
+    config = load_config(example)
+    assert config.gateway.id == "gw-example-0001" and config.meters

@@ -28,16 +28,19 @@ def register(verbs) -> None:
 
 def check_config_command(args: argparse.Namespace) -> int:
     from gateway.config import load_config
-
     from gateway.placeholders import placeholder_problems
 
     config = load_config(args.file)
     for problem in placeholder_problems(config, args.file):
         print(f"warning: {problem} (the packaged service refuses to start with it)", file=sys.stderr)
-    buses = len(config.buses)
-    print(f"{args.file}: ok ({buses} bus{'es' if buses != 1 else ''}, {len(config.meters)} meters, "
-          f"{len(config.uplinks.mqtt)} MQTT uplinks)")
+    counts = [_count(len(config.buses), "bus", "buses"), _count(len(config.meters), "meter", "meters"),
+              _count(len(config.uplinks.mqtt), "MQTT uplink", "MQTT uplinks")]
+    print(f"{args.file}: ok ({', '.join(counts)})")
     return 0
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def schema_command(_args: argparse.Namespace) -> int:
