@@ -18,6 +18,7 @@ id = "gw-substation-7"
 state_dir = "{state}"
 
 [[uplinks.mqtt]]
+name = "hes"
 url = "mqtts://mqtt.utility.de:8883"
 
 [[buses]]
@@ -62,7 +63,7 @@ def test_each_placeholder_is_named_with_file_line_and_field(tmp_path):
                     .replace("10.1.2.3", "192.0.2.10"))
     assert placeholder_problems(load_config(path), path) == [
         f"{path}:2: gateway.id: 'gw-example-0001' is the example's placeholder; set this gateway's own identity",
-        f"{path}:11: buses[0].tcp: 192.0.2.10:10001 is a documentation placeholder; set the TCP serial server's address",
+        f"{path}:12: buses[0].tcp: 192.0.2.10:10001 is a documentation placeholder; set the TCP serial server's address",
     ]
 
 
@@ -71,7 +72,7 @@ def test_run_with_refuse_placeholders_exits_2_naming_them(tmp_path, capsys):
     path.write_text(SITE.format(state=tmp_path).replace("mqtt.utility.de", "mqtt.hes.example.com"))
     assert main(["run", "--config", str(path), "--refuse-placeholders"]) == 2
     err = capsys.readouterr().err
-    assert f"{path}:6: uplinks.mqtt[0].url: mqtt.hes.example.com is a documentation placeholder" in err
+    assert f"{path}:7: uplinks.mqtt[0].url: mqtt.hes.example.com is a documentation placeholder" in err
     assert not (tmp_path / "store.sqlite").exists()
 
 
