@@ -145,8 +145,11 @@ class Gateway:
             await stop.wait()
             log.info("stopping: polling first")
             self.notifier.stopping("stopping: finishing reads, draining uplinks")
-            for collector in self.collectors:
+            for collector, task in zip(self.collectors, polling):
                 collector.stop()
+                child = self.children.get(f"bus {collector.name}")
+                if child is not None and not child.running:
+                    task.cancel()  # waiting out a back-off: nothing is in flight
             await _finish_bounded(polling, self.timing.stop_polling_s)
             await store.append([self._event("gateway.stop", "gateway stopped", {"reason": "requested"})])
             await self._drain(store, self.timing.drain_uplinks_s)
