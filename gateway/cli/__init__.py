@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.keys",
     "gateway.cli.verify",
     "gateway.cli.readings",
+    "gateway.cli.status",
 )
 
 VERB_HELP = {
