@@ -174,7 +174,7 @@ def _reason_class(exc: MBusError) -> str:
     if "no full frame of that format" in text:
         return "compact frame whose format was not seen"
     text = re.sub(r"0x[0-9A-F]+|\d+", "N", text)
-    return text[:70]
+    return text[:100]
 
 
 @cache
