@@ -1,0 +1,398 @@
+"""Simulated wired M-Bus slaves on a pseudo-terminal or TCP loopback, for the demo and tests.
+
+A :class:`SimulatedBus` is sans-IO: it takes one master request (a decoded link frame) and
+returns what the master hears, the replies of every slave that answers AND-ed byte by
+byte (a space bit from any slave wins on a real bus, so two different frames turn into
+garbage while two E5s stay an E5). :func:`serve_pty` and :func:`serve_tcp` put a bus on
+a pseudo-terminal (the master opens ``server.path`` as a serial port) or on a TCP port,
+pacing the reply at the configured baud rate (a pseudo-terminal ignores baud rates, so
+the simulator waits for the request's wire time and the slave's reply delay, then sends
+one character every 11 bit times).
+
+Each :class:`SimulatedSlave` answers (EN 13757-2/-3, as a slave sees them):
+
+* SND_NKE to its primary address → E5, back to its first telegram; to 253 while selected
+  → E5 and deselected; to 255 → reset, no reply;
+* REQ_UD2 (FCV set) → RSP_UD; a toggled FCB moves to the next telegram of a
+  multi-telegram sequence (after the last, the first again), a repeated FCB repeats;
+* SND_UD CI 0x52 to 253 → selected (E5) if the 8 bytes match its secondary address
+  (F nibbles of the identification, FFFF manufacturer, FF version/medium are wildcards),
+  deselected otherwise;
+* SND_UD CI 0x51 with ``01 7A nn`` → new primary address ``nn`` (E5).
+
+Telegrams come from captured frame files (:class:`FrameTelegrams`) or from a meter model
+whose counters advance with time (:class:`MeterModel`). Faults: ``mute`` (tracks state,
+never answers), ``bad_checksum`` (RSP_UD with a wrong CS).
+
+Run ``python -m gateway.simulators.mbus --help`` for the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import time
+import tty
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from gateway.codecs.mbus.errors import MBusFrameError
+from gateway.codecs.mbus.link import (
+    ACK,
+    ADDRESS_BROADCAST,
+    ADDRESS_BROADCAST_REPLY,
+    ADDRESS_NETWORK_LAYER,
+    C_FCB,
+    C_FCV,
+    Frame,
+    LinkParser,
+    LongFrame,
+    ShortFrame,
+    decode_frame,
+)
+from gateway.transports.base import MBUS_LINE, LineSettings
+
+# Master function codes as the slave classifies them (EN 13757-2 table 4), FCB/FCV masked.
+_FUNCTION_MASK = 0x4F
+_SND_NKE = 0x40
+_SND_UD = 0x43
+_REQ_UD2 = 0x4B
+CI_SELECT = 0x52
+CI_DATA_SEND = 0x51
+#: DIF 01 (8-bit integer) VIF 7A (bus address): EN 13757-3 annex "setting the primary address".
+SET_ADDRESS_RECORD = b"\x01\x7A"
+
+
+class TelegramSource(Protocol):
+    """Where a slave's RSP_UD telegrams come from."""
+
+    def telegrams(self) -> Sequence[LongFrame]:
+        """The current multi-telegram sequence (at least one), as RSP_UD long frames."""
+
+    def secondary(self) -> bytes:
+        """The 8 bytes of the secondary address as a selection carries them."""
+
+
+class FrameTelegrams:
+    """Telegrams from captured RSP_UD frames (``.hex`` files: hex bytes, any spacing)."""
+
+    def __init__(self, frames: Sequence[bytes]) -> None:
+        if not frames:
+            raise ValueError("a slave needs at least one telegram")
+        decoded = [decode_frame(bytes(frame)) for frame in frames]
+        if not all(isinstance(frame, LongFrame) for frame in decoded):
+            raise ValueError("telegram files must hold long frames (68 L L 68 ...)")
+        self._frames: list[LongFrame] = decoded  # type: ignore[assignment]
+
+    @classmethod
+    def from_files(cls, paths: Sequence[str | Path]) -> FrameTelegrams:
+        return cls([bytes.fromhex(re.sub(r"\s", "", Path(path).read_text())) for path in paths])
+
+    def telegrams(self) -> Sequence[LongFrame]:
+        return self._frames
+
+    def secondary(self) -> bytes:
+        first = self._frames[0]
+        if first.ci in (0x72, 0x76, 0x7A) or len(first.data) < 8:
+            return first.data[:8]
+        # Fixed data structure (CI 0x73/0x77): identification only; the rest never matches
+        # anything but a wildcard.
+        return first.data[:4] + b"\xFF\xFF\xFF\xFF"
+
+
+@dataclass
+class SimulatedSlave:
+    """One slave on the simulated bus (see the module docstring for what it answers)."""
+
+    primary: int
+    source: TelegramSource
+    mute: bool = False
+    bad_checksum: bool = False
+    selected: bool = False
+    index: int = 0
+    last_fcb: bool | None = None
+    requests_seen: int = field(default=0, repr=False)
+
+    def reset(self) -> None:
+        self.index, self.last_fcb = 0, None
+
+    def addressed(self, address: int) -> bool:
+        return address in (self.primary, ADDRESS_BROADCAST_REPLY) or (address == ADDRESS_NETWORK_LAYER and self.selected)
+
+    def matches(self, mask: bytes) -> bool:
+        """EN 13757-3 7.2: a selection matches when every non-wildcard part is equal."""
+        mine = self.source.secondary()
+        for position in range(4):
+            for shift in (0, 4):
+                want = (mask[position] >> shift) & 0xF
+                if want != 0xF and want != (mine[position] >> shift) & 0xF:
+                    return False
+        if mask[4:6] != b"\xFF\xFF" and mask[4:6] != mine[4:6]:
+            return False
+        return all(mask[i] in (0xFF, mine[i]) for i in (6, 7))
+
+    def answer(self, request: Frame) -> bytes | None:
+        """What this slave sends back to ``request`` (None: it stays silent)."""
+        self.requests_seen += 1
+        if isinstance(request, ShortFrame):
+            return self._short(request)
+        if isinstance(request, LongFrame):
+            return self._long(request)
+        return None
+
+    def _short(self, request: ShortFrame) -> bytes | None:
+        function, address = request.c & _FUNCTION_MASK, request.a
+        if function == _SND_NKE:
+            if address == ADDRESS_NETWORK_LAYER:
+                if not self.selected:
+                    return None
+                self.selected = False
+                return bytes([ACK])
+            if address == ADDRESS_BROADCAST:
+                self.reset()
+                return None
+            if self.addressed(address):
+                self.reset()
+                return bytes([ACK])
+            return None
+        if function == _REQ_UD2 and self.addressed(address):
+            return self._rsp_ud(request.c)
+        return None
+
+    def _long(self, request: LongFrame) -> bytes | None:
+        if request.c & _FUNCTION_MASK != _SND_UD:
+            return None
+        if request.ci == CI_SELECT and request.a == ADDRESS_NETWORK_LAYER and len(request.data) == 8:
+            self.selected = self.matches(request.data)
+            if self.selected:
+                self.reset()
+                return bytes([ACK])
+            return None
+        if not self.addressed(request.a) or request.a == ADDRESS_BROADCAST:
+            return None
+        if request.ci == CI_DATA_SEND and request.data[:2] == SET_ADDRESS_RECORD and len(request.data) == 3:
+            self.primary = request.data[2]
+        return bytes([ACK])
+
+    def _rsp_ud(self, control: int) -> bytes:
+        telegrams = self.source.telegrams()
+        if control & C_FCV:
+            fcb = bool(control & C_FCB)
+            if self.last_fcb is not None and fcb != self.last_fcb:
+                self.index += 1  # the master got the last one: move on (EN 13757-2 5.5)
+            self.last_fcb = fcb
+        self.index %= len(telegrams)
+        telegram = telegrams[self.index]
+        raw = bytearray(LongFrame(telegram.c, self.primary, telegram.ci, telegram.data).to_bytes())
+        if self.bad_checksum:
+            raw[-2] ^= 0xFF
+        return bytes(raw)
+
+
+def collide(replies: Sequence[bytes]) -> bytes:
+    """What the master hears when several slaves talk at once: bits AND-ed (the bus idles
+    at mark, 1; any slave sending a space, 0, pulls it down), the longest reply's tail."""
+    if not replies:
+        return b""
+    out = bytearray(b"\xFF" * max(map(len, replies)))
+    for reply in replies:
+        for i, byte in enumerate(reply):
+            out[i] &= byte
+    return bytes(out)
+
+
+class SimulatedBus:
+    """Slaves on one pair of wires; :meth:`handle` is what the master hears back."""
+
+    def __init__(self, slaves: Sequence[SimulatedSlave]) -> None:
+        self.slaves = list(slaves)
+        self.requests = 0
+
+    def handle(self, request: Frame) -> bytes:
+        self.requests += 1
+        replies = []
+        for slave in self.slaves:
+            reply = slave.answer(request)  # mute slaves still follow the conversation
+            if reply is not None and not slave.mute:
+                replies.append(reply)
+        return collide(replies)
+
+    def slave(self, primary: int) -> SimulatedSlave:
+        for slave in self.slaves:
+            if slave.primary == primary:
+                return slave
+        raise KeyError(primary)
+
+
+# -- serving a bus on a pseudo-terminal or TCP -------------------------------------------
+
+@dataclass
+class Pacing:
+    """How replies are timed: ``line`` gives the character time, ``reply_delay_s`` the
+    slave's turnaround (EN 13757-2: at least 11 bit times); ``paced=False`` answers at
+    once in one write (fast tests that do not care about timing)."""
+
+    line: LineSettings = MBUS_LINE
+    paced: bool = True
+    reply_delay_s: float | None = None
+
+    @property
+    def turnaround(self) -> float:
+        return self.line.bit_times(11) if self.reply_delay_s is None else self.reply_delay_s
+
+
+class _Responder:
+    """Turns received bytes into requests and paced replies, for one byte stream."""
+
+    def __init__(self, bus: SimulatedBus, pacing: Pacing, write: Callable[[bytes], None]) -> None:
+        self.bus = bus
+        self.pacing = pacing
+        self._write = write
+        self._parser = LinkParser()
+        self._requests: asyncio.Queue[tuple[Frame, float]] = asyncio.Queue()
+        self._first_byte_at: float | None = None
+
+    def received(self, data: bytes) -> None:
+        now = asyncio.get_running_loop().time()
+        if not self._parser.buffered:
+            self._first_byte_at = now
+        self._parser.receive_data(data)
+        while True:
+            try:
+                frame = self._parser.next_frame()
+            except MBusFrameError:
+                continue  # a slave ignores a broken request
+            if frame is None:
+                break
+            started = self._first_byte_at if self._first_byte_at is not None else now
+            self._requests.put_nowait((frame, started))
+            self._first_byte_at = now if self._parser.buffered else None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            request, started = await self._requests.get()
+            reply = self.bus.handle(request)
+            if not reply:
+                continue
+            if not self.pacing.paced:
+                if self.pacing.reply_delay_s:
+                    await asyncio.sleep(self.pacing.reply_delay_s)
+                self._write(reply)
+                continue
+            # The request occupied the wire from its first byte for len × 11 bit times.
+            line = self.pacing.line
+            begin = started + line.transmit_time(len(_frame_bytes(request))) + self.pacing.turnaround
+            # Character i is complete (its stop bit sent) at begin + (i + 1) character times:
+            # hand each one over then, catching up in one write when the loop woke late.
+            char_time = line.transmit_time(1)
+            sent = 0
+            while sent < len(reply):
+                await asyncio.sleep(max(0.0, begin + (sent + 1) * char_time - loop.time()))
+                done = min(len(reply), int((loop.time() - begin) / char_time + 1e-9))
+                if done > sent:
+                    self._write(reply[sent:done])
+                    sent = done
+
+
+def _frame_bytes(frame: Frame) -> bytes:
+    return frame.to_bytes()
+
+
+@dataclass
+class PtyServer:
+    """A simulated bus on a pseudo-terminal: open :attr:`path` as the serial port."""
+
+    path: str
+    bus: SimulatedBus
+
+
+@contextlib.asynccontextmanager
+async def serve_pty(bus: SimulatedBus, pacing: Pacing | None = None) -> AsyncIterator[PtyServer]:
+    """Serve ``bus`` on a new pseudo-terminal for the duration of the block."""
+    loop = asyncio.get_running_loop()
+    master_fd, slave_fd = os.openpty()
+    tty.setraw(slave_fd)  # no echo, no line discipline until the master configures it
+    os.set_blocking(master_fd, False)
+    responder = _Responder(bus, pacing or Pacing(), lambda data: _write_all(master_fd, data))
+
+    def readable() -> None:
+        try:
+            data = os.read(master_fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return  # EIO while nobody has the other side open: nothing to read
+        if data:
+            responder.received(data)
+
+    loop.add_reader(master_fd, readable)
+    task = asyncio.ensure_future(responder.run())
+    try:
+        yield PtyServer(os.ttyname(slave_fd), bus)
+    finally:
+        loop.remove_reader(master_fd)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        os.close(master_fd)
+        os.close(slave_fd)  # kept open until now so the master side never reads EIO
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            time.sleep(0.001)  # the pty's buffer (4 KiB) is full: the master is slow to read
+            continue
+        view = view[written:]
+
+
+@dataclass
+class TcpServer:
+    """A simulated bus behind a TCP serial server on loopback: connect to :attr:`port`."""
+
+    host: str
+    port: int
+    bus: SimulatedBus
+
+
+@contextlib.asynccontextmanager
+async def serve_tcp(bus: SimulatedBus, pacing: Pacing | None = None, host: str = "127.0.0.1",
+                    port: int = 0) -> AsyncIterator[TcpServer]:
+    """Serve ``bus`` on TCP (``port=0`` picks a free port) for the duration of the block."""
+    pacing = pacing or Pacing()
+    connections: set[asyncio.Task[None]] = set()
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        responder = _Responder(bus, pacing, writer.write)
+        task = asyncio.ensure_future(responder.run())
+        connections.add(task)
+        try:
+            while data := await reader.read(4096):
+                responder.received(data)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            connections.discard(task)
+            writer.close()
+
+    server = await asyncio.start_server(connection, host, port)
+    try:
+        bound = server.sockets[0].getsockname()
+        yield TcpServer(bound[0], bound[1], bus)
+    finally:
+        server.close()
+        for task in list(connections):
+            task.cancel()
+        await server.wait_closed()
