@@ -22,7 +22,9 @@ from gateway.errors import (
 )
 
 #: Modules that add commands. Each has ``register(verbs: Verbs) -> None``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "gateway.cli.decode_mbus",
+)
 
 VERB_HELP = {
     "run": "run the gateway daemon from a configuration file",
