@@ -31,19 +31,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gateway.codecs.mbus.application import (
+    CI_OFFSET,
+    ApplicationErrorResponse,
+    FixedDataResponse,
+    Response,
+    SecondaryAddressMask,
+    VariableDataResponse,
+    decode_user_data,
+    manufacturer_letters,
+    req_ud2,
+    select_secondary,
+    set_primary_address,
+    snd_nke,
+)
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.link import (
-    ADDRESS_FIRST,
     ADDRESS_LAST,
     ADDRESS_NETWORK_LAYER,
-    ADDRESS_UNCONFIGURED,
-    C_FCB,
-    C_FCV,
     C_FUNCTION,
     C_PRM,
-    REQ_UD2,
-    SND_NKE,
-    SND_UD,
     Frame,
     LinkParser,
     LongFrame,
@@ -112,112 +119,117 @@ class MeterApplicationError(GatewayError):
     """The meter answered with an application error (CI 0x70, EN 13757-3 6.6)."""
 
 
-@dataclass(frozen=True, slots=True)
-class SecondaryAddress:
-    """A secondary address or a selection mask (EN 13757-3 clause 7: identification
-    number, manufacturer, version, device type/medium).
+ANY_METER = SecondaryAddressMask()
 
-    ``identification`` is 8 characters, decimal digits or ``F`` (any digit in a mask);
-    ``manufacturer``, ``version`` and ``medium`` are ``None`` in a mask that accepts any.
-    ``manufacturer`` is the raw 16-bit code (the three letters are the application
-    layer's business, see :attr:`manufacturer_letters`).
 
-    Text form (as libmbus prints and accepts it, so operators can paste either way):
-    16 hex digits, the identification as its 8 digits, then the manufacturer's two bytes
-    in transmission order (least significant first), the version and the medium, each as
-    two hex digits, ``F`` marking wildcards. An 8-digit text is an identification with any
-    manufacturer, version and medium.
-    """
+def parse_secondary(text: str) -> SecondaryAddressMask:
+    """A secondary address or mask from its text form, as libmbus prints and accepts it
+    (so operators can paste either way): 8 digits (identification; any manufacturer,
+    version and medium), or 16 hex digits: the identification's 8 digits, then the
+    manufacturer's two bytes in transmission order (least significant first), version and
+    medium, each two hex digits; ``F`` digits of the identification and ``FFFF``/``FF``
+    are wildcards."""
+    text = text.strip().upper()
+    if not re.fullmatch(r"[0-9F]{8}([0-9A-F]{8})?", text):
+        raise ValueError(f"a secondary address is 8 digits or 16 hex digits (F for any), got {text!r}")
+    if len(text) == 8:
+        return SecondaryAddressMask(text)
+    code = int.from_bytes(bytes.fromhex(text[8:12]), "little")
+    version, medium = int(text[12:14], 16), int(text[14:16], 16)
+    return SecondaryAddressMask(text[:8], None if code == 0xFFFF else manufacturer_letters(code),
+                                None if version == 0xFF else version, None if medium == 0xFF else medium)
 
-    identification: str
-    manufacturer: int | None = None
-    version: int | None = None
-    medium: int | None = None
 
-    def __post_init__(self) -> None:
-        if not re.fullmatch(r"[0-9F]{8}", self.identification):
-            raise ValueError(f"identification must be 8 digits (F for any), got {self.identification!r}")
-        for name, value, top in (("manufacturer", self.manufacturer, 0xFFFF), ("version", self.version, 0xFF),
-                                 ("medium", self.medium, 0xFF)):
-            if value is not None and not 0 <= value < top:
-                raise ValueError(f"{name} 0x{value:X} is out of range")
+def secondary_text(mask: SecondaryAddressMask) -> str:
+    """The 16-hex-digit text form of :func:`parse_secondary`."""
+    return mask.identification.upper() + mask.to_bytes()[4:].hex().upper()
 
-    @classmethod
-    def parse(cls, text: str) -> SecondaryAddress:
-        """``12345678`` or ``123456782D2C1B04`` (see the class docstring)."""
-        text = text.strip().upper()
-        if re.fullmatch(r"[0-9F]{8}", text):
-            return cls(text)
-        if not re.fullmatch(r"[0-9F]{8}[0-9A-F]{8}", text):
-            raise ValueError(f"a secondary address is 8 digits or 16 hex digits, got {text!r}")
-        man = int(text[10:12] + text[8:10], 16)
-        version, medium = int(text[12:14], 16), int(text[14:16], 16)
-        return cls(text[:8], None if man == 0xFFFF else man, None if version == 0xFF else version,
-                   None if medium == 0xFF else medium)
 
-    @property
-    def is_mask(self) -> bool:
-        return "F" in self.identification or None in (self.manufacturer, self.version, self.medium)
+def is_wildcard(mask: SecondaryAddressMask) -> bool:
+    return "F" in mask.identification.upper() or None in (mask.manufacturer, mask.version, mask.medium)
 
-    def select_data(self) -> bytes:
-        """The 8 data bytes of a selection (CI 0x52): identification as BCD, least
-        significant byte first, F nibbles as wildcards; FFFF / FF / FF for any."""
-        digits = self.identification
-        id_bytes = bytes(int(digits[i:i + 2], 16) for i in (6, 4, 2, 0))
-        man = 0xFFFF if self.manufacturer is None else self.manufacturer
-        return id_bytes + man.to_bytes(2, "little") + bytes([
-            0xFF if self.version is None else self.version, 0xFF if self.medium is None else self.medium])
 
-    def __str__(self) -> str:
-        return self.identification + self.select_data()[4:].hex().upper()
+def narrower(mask: SecondaryAddressMask) -> list[SecondaryAddressMask]:
+    """The ten masks with the leftmost wildcard digit of the identification set to 0..9
+    (empty when the identification has no wildcard left)."""
+    ident = mask.identification.upper()
+    position = ident.find("F")
+    if position < 0:
+        return []
+    return [SecondaryAddressMask(ident[:position] + str(digit) + ident[position + 1:], mask.manufacturer,
+                                 mask.version, mask.medium) for digit in range(10)]
 
-    def with_digit(self, position: int, digit: int) -> SecondaryAddress:
-        ident = self.identification[:position] + str(digit) + self.identification[position + 1:]
-        return SecondaryAddress(ident, self.manufacturer, self.version, self.medium)
+
+def address_of(response: Response) -> SecondaryAddressMask:
+    """The secondary address a response carries: the long header of a variable data
+    structure, the identification alone of a fixed one."""
+    if isinstance(response, VariableDataResponse) and response.header.identification is not None:
+        head = response.header
+        return SecondaryAddressMask(head.identification, head.manufacturer, head.version, head.medium)
+    if isinstance(response, FixedDataResponse):
+        return SecondaryAddressMask(response.identification)
+    raise MBusFrameError("the reply carries no secondary address (no long header)", offset=CI_OFFSET,
+                         field="CI")
 
 
 @dataclass(frozen=True, slots=True)
 class FoundMeter:
-    """A meter found by a scan. ``primary`` is its primary address (0 = unconfigured,
-    ``None`` when it was found by secondary address and its reply did not say)."""
+    """A meter found by a scan: its primary address (the A field of its reply; 0 =
+    unconfigured), its secondary address, and the reply that told us."""
 
-    primary: int | None
-    secondary: SecondaryAddress
-    reply: LongFrame | None = None
+    primary: int
+    secondary: SecondaryAddressMask
+    reply: LongFrame
 
 
 @dataclass
 class ScanResult:
     meters: list[FoundMeter] = field(default_factory=list)
-    #: Primary addresses where two meters answered at once (a configuration error), or
-    #: fully specified identification numbers shared by several meters.
+    #: What could not be resolved: primary addresses where two meters answered at once
+    #: (a configuration error), identification numbers shared by several meters.
     collisions: list[str] = field(default_factory=list)
 
 
 Progress = Callable[[int, int, str], None]
-"""``progress(done, total, what)``: ``total`` may grow during a secondary scan."""
+"""``progress(done, total, what)``; during a secondary scan ``total`` grows as masks split."""
+
+
+@dataclass(frozen=True, slots=True)
+class Telegram:
+    """One RSP_UD of a readout and its decoded application data."""
+
+    frame: LongFrame
+    response: VariableDataResponse | FixedDataResponse
+
+    @property
+    def raw(self) -> bytes:
+        return self.frame.to_bytes()
 
 
 @dataclass(frozen=True, slots=True)
 class Readout:
-    """Every RSP_UD telegram of one readout, in order, as frames."""
+    """Every telegram of one readout of one meter, in order."""
 
-    address: int | SecondaryAddress
-    frames: tuple[LongFrame, ...]
+    address: int | SecondaryAddressMask
+    telegrams: tuple[Telegram, ...]
 
 
-def counters_template() -> dict[str, int]:
-    return {"requests": 0, "frames": 0, "errors": 0, "retries": 0, "timeouts": 0, "collisions": 0,
-            "garbage_bytes": 0}
+def describe(address: int | SecondaryAddressMask) -> str:
+    """``address 5`` or ``secondary address 12345678FFFFFFFF``, for messages."""
+    if isinstance(address, SecondaryAddressMask):
+        return f"secondary address {secondary_text(address)}"
+    return f"address {address}"
 
 
 class MBusMaster:
     """The master of one wired M-Bus.
 
-    ``MBusMaster(transport, line=MBUS_LINE.with baud, extra_timeout_ms=0, retries=2)``;
-    every public coroutine is one transaction and holds the port (``transport.claim``)
-    for its whole duration, so a select, its readout and the deselect never interleave
-    with another user of the port.
+    ``MBusMaster(transport, line, extra_timeout_ms=0, retries=2)``. Each public coroutine
+    is one transaction and holds the port (``transport.claim``) throughout, so a
+    selection, its readout and the deselection never interleave with another user of
+    the port. ``counters`` (per bus): requests, frames (good frames received), errors
+    (frames the link layer rejected or did not expect), retries, timeouts, collisions
+    (garbled replies), garbage_bytes (bytes that were not part of a good frame).
     """
 
     def __init__(self, transport: Transport, line: LineSettings, *, extra_timeout_ms: int = 0,
@@ -226,7 +238,8 @@ class MBusMaster:
         self.line = line
         self.timing = Timing(line, extra_timeout_ms / 1000)
         self.retries = retries
-        self.counters = counters_template()
+        self.counters = {name: 0 for name in ("requests", "frames", "errors", "retries", "timeouts", "collisions",
+                                                  "garbage_bytes")}
         self._next_fcb: dict[int, bool] = {}
         self._line_free_at = 0.0
 
@@ -237,50 +250,50 @@ class MBusMaster:
         async with self.transport.claim(self.line):
             await self._reset_link(address)
 
-    async def read(self, address: int | SecondaryAddress, *, decode_more: Callable[[LongFrame], bool]) -> Readout:
-        """Read a meter completely (every telegram of a multi-telegram readout).
+    async def read(self, address: int | SecondaryAddressMask) -> Readout:
+        """Read a meter completely: SND_NKE (or the selection) then REQ_UD2 for every
+        telegram while the last record says more follow (DIF 0x1F).
 
-        ``decode_more(frame)`` says whether another telegram follows (the application
-        layer's "more records follow", DIF 0x1F); the master itself never decodes records.
+        Raises DeviceTimeout (silent after the retries), Collision (garbled replies, or a
+        selection matching several meters), MeterApplicationError (CI 0x70) or
+        MBusFrameError (a well-framed reply whose application data is malformed).
         """
         async with self.transport.claim(self.line):
-            if isinstance(address, SecondaryAddress):
+            if isinstance(address, SecondaryAddressMask):
                 await self._select(address)
                 try:
-                    frames = await self._read_telegrams(ADDRESS_NETWORK_LAYER, decode_more, self._describe(address))
+                    telegrams = await self._read_telegrams(ADDRESS_NETWORK_LAYER, describe(address))
                 finally:
                     await self._deselect()
             else:
                 await self._reset_link(address)
-                frames = await self._read_telegrams(address, decode_more, self._describe(address))
-        return Readout(address, tuple(frames))
+                telegrams = await self._read_telegrams(address, describe(address))
+        return Readout(address, tuple(telegrams))
 
-    async def set_primary_address(self, address: int | SecondaryAddress, new_address: int) -> None:
-        """SND_UD CI 0x51 with the record DIF 01 VIF 7A (EN 13757-3 annex, "bus address")."""
-        if not ADDRESS_UNCONFIGURED <= new_address <= ADDRESS_LAST:
-            raise ValueError(f"a primary address is 0 to 250, got {new_address}")
+    async def set_primary_address(self, address: int | SecondaryAddressMask, new_address: int) -> None:
+        """SND_UD CI 0x51 with the record ``01 7A new`` (EN 13757-3, bus address)."""
         async with self.transport.claim(self.line):
-            target = ADDRESS_NETWORK_LAYER
-            if isinstance(address, SecondaryAddress):
-                await self._select(address)
-            else:
-                target = address
+            selected = isinstance(address, SecondaryAddressMask)
+            target = ADDRESS_NETWORK_LAYER if selected else address
+            if selected:
+                await self._select(address)  # type: ignore[arg-type]
             try:
-                request = LongFrame(SND_UD, target, 0x51, bytes([0x01, 0x7A, new_address]))
-                await self._transact(request.to_bytes(), self._describe(address), expect=SingleCharacter)
+                await self._transact(set_primary_address(target, new_address), describe(address),  # type: ignore[arg-type]
+                                     expect=SingleCharacter)
             finally:
-                if isinstance(address, SecondaryAddress):
+                if selected:
                     await self._deselect()
-            self._next_fcb.pop(target, None)
+            self._next_fcb.pop(target, None)  # type: ignore[arg-type]
 
-    async def scan_primary(self, progress: Progress | None = None, *, first: int = ADDRESS_UNCONFIGURED,
+    async def scan_primary(self, progress: Progress | None = None, *, first: int = 0,
                            last: int = ADDRESS_LAST) -> ScanResult:
         """Find meters by primary address: SND_NKE to every address from ``first`` to
-        ``last`` (an E5 means a meter is there, garbage means two share the address),
+        ``last`` (an E5 means a meter is there, garbage that two share the address),
         then one REQ_UD2 to each meter found, to learn its secondary address.
 
-        This is libmbus's choice (a ping per address) rather than a REQ_UD2 per address:
-        the short E5 reply keeps the scan of an empty address as short as the timeout.
+        A ping per address, as libmbus scans, rather than a REQ_UD2 per address: the
+        one-byte E5 keeps the probe of an occupied address short, and the scan resets
+        every meter's link layer on the way.
         """
         result = ScanResult()
         total = last - first + 1
@@ -291,98 +304,97 @@ class MBusMaster:
                 except DeviceTimeout:
                     pass
                 except Collision:
-                    result.collisions.append(f"primary address {address}")
+                    result.collisions.append(f"primary address {address}: more than one meter answers")
                 else:
-                    frame = await self._identify(address)
-                    if frame is not None:
-                        result.meters.append(FoundMeter(address, secondary_of(frame), frame))
+                    found = await self._identify(address)
+                    if found is not None:
+                        result.meters.append(found)
             if progress:
                 progress(done, total, f"address {address}")
         return result
 
-    async def scan_secondary(self, progress: Progress | None = None,
-                             mask: SecondaryAddress = SecondaryAddress("FFFFFFFF")) -> ScanResult:
+    async def scan_secondary(self, progress: Progress | None = None, mask: SecondaryAddressMask = ANY_METER) -> ScanResult:
         """Find meters by secondary address with wildcard narrowing (EN 13757-3 annex):
 
-        select ``mask``; silence → nobody there; a single E5 and a clean reply to the
-        REQ_UD2 that follows → exactly one meter (its reply tells its full address); a
-        garbled reply to either → several meters: replace the leftmost wildcard digit by
-        0..9 and probe each narrower mask. Every meter is found exactly once.
+        select ``mask``: silence → nobody there; one E5 and a clean reply to the REQ_UD2
+        that follows → exactly one meter, whose reply tells its full address; a garbled
+        reply to either → several meters: set the leftmost wildcard digit to 0..9 and
+        probe each narrower mask in turn. Every meter is found exactly once.
         """
         result = ScanResult()
         pending = [mask]
         done = 0
         while pending:
             current = pending.pop(0)
-            outcome, frame = await self._probe(current)
+            outcome, found = await self._probe(current)
             done += 1
-            if outcome == "single" and frame is not None:
-                result.meters.append(FoundMeter(frame.a if frame.a <= ADDRESS_LAST else None, secondary_of(frame), frame))
+            if outcome == "single" and found is not None:
+                result.meters.append(found)
             elif outcome == "collision":
-                position = current.identification.find("F")
-                if position < 0:
-                    result.collisions.append(f"secondary address {current}")
-                else:
-                    pending[0:0] = [current.with_digit(position, digit) for digit in range(10)]
+                narrowed = narrower(current)
+                if not narrowed:
+                    result.collisions.append(f"{describe(current)}: several meters share this identification")
+                pending[0:0] = narrowed
             if progress:
-                progress(done, done + len(pending), str(current))
+                progress(done, done + len(pending), secondary_text(current))
         return result
 
     # -- link procedures (callers hold the port) ------------------------------------------
 
     async def _reset_link(self, address: int) -> None:
-        await self._transact(ShortFrame(SND_NKE, address).to_bytes(), self._describe(address), expect=SingleCharacter)
+        await self._transact(snd_nke(address), describe(address), expect=SingleCharacter)
         # EN 13757-2 5.5: after SND_NKE the slave expects FCB = 1 in the next request.
         self._next_fcb[address] = True
 
-    async def _select(self, mask: SecondaryAddress, *, probe: bool = False) -> None:
-        request = LongFrame(SND_UD, ADDRESS_NETWORK_LAYER, 0x52, mask.select_data()).to_bytes()
-        name = f"secondary address {mask}"
+    async def _select(self, mask: SecondaryAddressMask, *, probe: bool = False) -> None:
+        several = f"{describe(mask)} matches more than one meter"
         try:
-            await self._transact(request, name, expect=SingleCharacter, retry_garbled=not probe)
+            await self._transact(select_secondary(mask), describe(mask), expect=SingleCharacter,
+                                 retry_garbled=not probe)
         except Collision:
-            raise Collision(f"secondary address {mask} matches more than one meter") from None
-        await self._expect_silence(f"secondary address {mask} matches more than one meter")
-        # A selection starts a new conversation with that slave, as SND_NKE does.
+            raise Collision(several) from None
+        await self._expect_silence(several)
+        # A selection starts a new conversation with the selected slave, as SND_NKE does.
         self._next_fcb[ADDRESS_NETWORK_LAYER] = True
 
     async def _deselect(self) -> None:
-        """SND_NKE to 253 ends the selection; a slave that misses it is deselected by
-        the next selection anyway, so silence here is not an error."""
+        """SND_NKE to 253 ends the selection; a slave that misses it is deselected by the
+        next selection anyway, so silence here is no error."""
         try:
-            await self._exchange(ShortFrame(SND_NKE, ADDRESS_NETWORK_LAYER).to_bytes(), expect=SingleCharacter)
+            await self._exchange(snd_nke(ADDRESS_NETWORK_LAYER), expect=SingleCharacter)
         except (DeviceTimeout, Collision) as exc:
             log.debug("deselect: %s", exc)
         self._next_fcb.pop(ADDRESS_NETWORK_LAYER, None)
 
-    async def _read_telegrams(self, address: int, decode_more: Callable[[LongFrame], bool],
-                              name: str) -> list[LongFrame]:
-        frames: list[LongFrame] = []
-        while len(frames) < MAX_TELEGRAMS:
-            frame = await self._read_one(address, name)
-            frames.append(frame)
-            if not decode_more(frame):
-                return frames
+    async def _read_telegrams(self, address: int, name: str) -> list[Telegram]:
+        telegrams: list[Telegram] = []
+        while len(telegrams) < MAX_TELEGRAMS:
+            frame = await self._request_data(address, name)
+            telegram = Telegram(frame, _decode(frame, name))
+            telegrams.append(telegram)
+            if not (isinstance(telegram.response, VariableDataResponse) and telegram.response.more_records_follow):
+                return telegrams
         log.warning("meter at %s: stopped after %d telegrams that all said more follow", name, MAX_TELEGRAMS)
-        return frames
+        return telegrams
 
-    async def _identify(self, address: int) -> LongFrame | None:
-        """One REQ_UD2 after a scan's ping; None if the meter did not answer it."""
-        try:
-            return await self._read_one(address, self._describe(address))
-        except (DeviceTimeout, Collision, MBusFrameError) as exc:
-            log.info("scan: meter at address %d answered SND_NKE but not REQ_UD2: %s", address, exc)
-            return None
-
-    async def _read_one(self, address: int, name: str, *, retry_garbled: bool = True) -> LongFrame:
-        """REQ_UD2 with the slave's current FCB, which toggles when the reply is good."""
+    async def _request_data(self, address: int, name: str, *, retry_garbled: bool = True) -> LongFrame:
+        """REQ_UD2 with the slave's current FCB, which toggles once the reply is good
+        (a repeat after a timeout keeps it, so the slave repeats rather than skips)."""
         fcb = self._next_fcb.get(address, True)
-        request = ShortFrame(REQ_UD2 | C_FCV | (C_FCB if fcb else 0), address).to_bytes()
-        frame = await self._transact(request, name, expect=LongFrame, retry_garbled=retry_garbled)
+        frame = await self._transact(req_ud2(address, fcb=fcb), name, expect=LongFrame, retry_garbled=retry_garbled)
         self._next_fcb[address] = not fcb
         return frame  # type: ignore[return-value]
 
-    async def _probe(self, mask: SecondaryAddress) -> tuple[Literal["nothing", "single", "collision"], LongFrame | None]:
+    async def _identify(self, address: int) -> FoundMeter | None:
+        """One REQ_UD2 after a scan's ping; None if the meter's answer tells nothing."""
+        try:
+            frame = await self._request_data(address, describe(address))
+            return FoundMeter(frame.a, address_of(_decode(frame, describe(address))), frame)
+        except (TransportError, MBusFrameError, MeterApplicationError) as exc:
+            log.info("scan: meter at address %d answered SND_NKE, but its data tell no address: %s", address, exc)
+            return None
+
+    async def _probe(self, mask: SecondaryAddressMask) -> tuple[Literal["nothing", "single", "collision"], FoundMeter | None]:
         async with self.transport.claim(self.line):
             try:
                 await self._select(mask, probe=True)
@@ -391,22 +403,20 @@ class MBusMaster:
             except Collision:
                 return "collision", None
             try:
-                frame = await self._read_one(ADDRESS_NETWORK_LAYER, f"secondary address {mask}", retry_garbled=False)
-                await self._expect_silence(f"secondary address {mask} matches more than one meter")
+                frame = await self._request_data(ADDRESS_NETWORK_LAYER, describe(mask), retry_garbled=False)
+                await self._expect_silence(f"{describe(mask)} matches more than one meter")
+                return "single", FoundMeter(frame.a, address_of(_decode(frame, describe(mask))), frame)
             except Collision:
                 return "collision", None
             except DeviceTimeout:
                 return "nothing", None
+            except (MBusFrameError, MeterApplicationError) as exc:
+                log.warning("scan: the meter matching %s sent data without an address: %s", describe(mask), exc)
+                return "nothing", None
             finally:
                 await self._deselect()
-            return "single", frame
 
     # -- one request, its reply, retries --------------------------------------------------
-
-    def _describe(self, address: int | SecondaryAddress) -> str:
-        if isinstance(address, SecondaryAddress):
-            return f"secondary address {address}"
-        return f"address {address}"
 
     async def _transact(self, request: bytes, name: str, *, expect: type, retry_garbled: bool = True) -> Frame:
         """Send ``request`` and return its reply, repeating it unchanged (same FCB) after a
@@ -519,13 +529,9 @@ def _is_rsp_ud(frame: LongFrame) -> bool:
     return not frame.c & C_PRM and frame.c & C_FUNCTION == _RSP_UD_FUNCTION
 
 
-def secondary_of(frame: LongFrame) -> SecondaryAddress:
-    """The secondary address in the fixed header of a variable-data RSP_UD (EN 13757-3
-    6.3.1: identification BCD, manufacturer, version, medium, first 8 bytes after CI)."""
-    head = frame.data[:8]
-    if len(head) < 8:
-        raise MBusFrameError("reply too short to carry a secondary address", offset=7, field="header")
-    ident = head[3::-1].hex().upper()
-    if not ident.isdigit():
-        raise MBusFrameError(f"identification {ident} is not BCD", offset=7, field="identification")
-    return SecondaryAddress(ident, int.from_bytes(head[4:6], "little"), head[6], head[7])
+def _decode(frame: LongFrame, name: str) -> VariableDataResponse | FixedDataResponse:
+    """The application data of an RSP_UD; an application error (CI 0x70) is raised."""
+    response = decode_user_data(frame.user_data, offset=CI_OFFSET)
+    if isinstance(response, ApplicationErrorResponse):
+        raise MeterApplicationError(f"meter at {name} reports an application error: {response.text}")
+    return response

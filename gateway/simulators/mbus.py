@@ -43,6 +43,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from gateway.codecs.mbus.application import (
+    FixedDataResponse,
+    Header,
+    SecondaryAddressMask,
+    VariableDataResponse,
+    decode_user_data,
+)
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.link import (
     ACK,
@@ -76,8 +83,8 @@ class TelegramSource(Protocol):
     def telegrams(self) -> Sequence[LongFrame]:
         """The current multi-telegram sequence (at least one), as RSP_UD long frames."""
 
-    def secondary(self) -> bytes:
-        """The 8 bytes of the secondary address as a selection carries them."""
+    def header(self) -> Header:
+        """Identification, manufacturer, version and medium: what a selection matches."""
 
 
 class FrameTelegrams:
@@ -90,6 +97,14 @@ class FrameTelegrams:
         if not all(isinstance(frame, LongFrame) for frame in decoded):
             raise ValueError("telegram files must hold long frames (68 L L 68 ...)")
         self._frames: list[LongFrame] = decoded  # type: ignore[assignment]
+        response = decode_user_data(self._frames[0].user_data)
+        if isinstance(response, VariableDataResponse):
+            self._header = response.header
+        elif isinstance(response, FixedDataResponse):
+            # Identification only: a selection naming a manufacturer never matches it.
+            self._header = Header(response.identification, None, None, None, response.access_number, response.status)
+        else:
+            raise ValueError("the first telegram is an application error; it names no meter")
 
     @classmethod
     def from_files(cls, paths: Sequence[str | Path]) -> FrameTelegrams:
@@ -98,13 +113,8 @@ class FrameTelegrams:
     def telegrams(self) -> Sequence[LongFrame]:
         return self._frames
 
-    def secondary(self) -> bytes:
-        first = self._frames[0]
-        if first.ci in (0x72, 0x76, 0x7A) or len(first.data) < 8:
-            return first.data[:8]
-        # Fixed data structure (CI 0x73/0x77): identification only; the rest never matches
-        # anything but a wildcard.
-        return first.data[:4] + b"\xFF\xFF\xFF\xFF"
+    def header(self) -> Header:
+        return self._header
 
 
 @dataclass
@@ -126,17 +136,8 @@ class SimulatedSlave:
     def addressed(self, address: int) -> bool:
         return address in (self.primary, ADDRESS_BROADCAST_REPLY) or (address == ADDRESS_NETWORK_LAYER and self.selected)
 
-    def matches(self, mask: bytes) -> bool:
-        """EN 13757-3 7.2: a selection matches when every non-wildcard part is equal."""
-        mine = self.source.secondary()
-        for position in range(4):
-            for shift in (0, 4):
-                want = (mask[position] >> shift) & 0xF
-                if want != 0xF and want != (mine[position] >> shift) & 0xF:
-                    return False
-        if mask[4:6] != b"\xFF\xFF" and mask[4:6] != mine[4:6]:
-            return False
-        return all(mask[i] in (0xFF, mine[i]) for i in (6, 7))
+    def matches(self, selection: bytes) -> bool:
+        return SecondaryAddressMask.from_bytes(selection).matches(self.source.header())
 
     def answer(self, request: Frame) -> bytes | None:
         """What this slave sends back to ``request`` (None: it stays silent)."""
@@ -170,7 +171,7 @@ class SimulatedSlave:
         if request.c & _FUNCTION_MASK != _SND_UD:
             return None
         if request.ci == CI_SELECT and request.a == ADDRESS_NETWORK_LAYER and len(request.data) == 8:
-            self.selected = self.matches(request.data)
+            self.selected = self.matches(request.data)  # a selection deselects the others
             if self.selected:
                 self.reset()
                 return bytes([ACK])
