@@ -24,6 +24,7 @@ from gateway.errors import (
 #: Modules that add commands. Each has ``register(verbs: Verbs) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.decode_mbus",
+    "gateway.cli.mbus_bus",
 )
 
 VERB_HELP = {

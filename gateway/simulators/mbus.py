@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import re
 import signal
@@ -40,6 +41,8 @@ import time
 import tty
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
 
@@ -49,8 +52,10 @@ from gateway.codecs.mbus.application import (
     SecondaryAddressMask,
     VariableDataResponse,
     decode_user_data,
+    encode,
 )
 from gateway.codecs.mbus.errors import MBusFrameError
+from gateway.codecs.mbus.records import make_record
 from gateway.codecs.mbus.link import (
     ACK,
     ADDRESS_BROADCAST,
@@ -115,6 +120,68 @@ class FrameTelegrams:
 
     def header(self) -> Header:
         return self._header
+
+
+@dataclass
+class MeterModel:
+    """A heat meter whose values move with time: energy and volume count up at a steady
+    power and flow, the flow temperature swings slowly, the clock follows ``wall_clock``.
+
+    ``telegrams=2`` splits the readout: current values first (ending with DIF 0x1F, "more
+    records follow"), then the billing values (storage 1: energy and date of the last
+    midnight). Records and frames come from the application layer's encoder, so what
+    the master decodes is what a codec round trip gives.
+    """
+
+    identification: str = "12345678"
+    manufacturer: str = "GWY"
+    version: int = 1
+    medium: int = 0x04  # heat (outlet), EN 13757-3 table 3
+    status: int = 0
+    power_w: int = 12_000
+    flow_l_per_h: int = 600
+    energy_wh: int = 1_234_567
+    volume_l: int = 98_765
+    telegrams_count: int = 1
+    monotonic: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], datetime] = datetime.now
+    _started: float | None = field(default=None, repr=False)
+    _access: int = field(default=0, repr=False)
+
+    def header(self) -> Header:
+        return Header(self.identification, self.manufacturer, self.version, self.medium, self._access, self.status)
+
+    def telegrams(self) -> Sequence[LongFrame]:
+        if self._started is None:
+            self._started = self.monotonic()
+        elapsed = Decimal(repr(self.monotonic() - self._started))
+        now = self.wall_clock().replace(second=0, microsecond=0, tzinfo=None)
+        energy = self.energy_wh + int(self.power_w * elapsed / 3600)
+        volume = Decimal(self.volume_l + int(self.flow_l_per_h * elapsed / 3600)).scaleb(-3)
+        swing = Decimal(round(500 * math.sin(float(elapsed) / 600)))  # ±5 °C over ~1 h
+        flow_temperature = (Decimal(7000) + swing).scaleb(-2)
+        current = [
+            make_record(0x03, Decimal(energy)),  # energy, Wh
+            make_record(0x13, volume),  # volume, 0.001 m^3
+            make_record(0x2B, Decimal(self.power_w)),  # power, W
+            make_record(0x3B, Decimal(self.flow_l_per_h).scaleb(-3)),  # volume flow, 0.001 m^3/h
+            make_record(0x59, flow_temperature),  # flow temperature, 0.01 °C
+            make_record(0x5D, flow_temperature - 20),  # return temperature, 0.01 °C
+            make_record(0x59, Decimal("75.00"), function="maximum value"),
+            make_record(0x6D, now),  # date and time, type F
+        ]
+        midnight = datetime.combine(now.date(), datetime.min.time())
+        billing = [
+            make_record(0x03, Decimal(self.energy_wh), storage=1),
+            make_record(0x6C, midnight.date(), storage=1),  # date, type G
+        ]
+        groups = [current + billing] if self.telegrams_count <= 1 else [current, billing]
+        frames = []
+        for index, records in enumerate(groups):
+            self._access = (self._access + 1) & 0xFF
+            raw = encode(self.header(), records, more_records_follow=index < len(groups) - 1)
+            frames.append(decode_frame(raw))
+        return frames  # type: ignore[return-value]
 
 
 @dataclass
@@ -397,3 +464,100 @@ async def serve_tcp(bus: SimulatedBus, pacing: Pacing | None = None, host: str =
         for task in list(connections):
             task.cancel()
         await server.wait_closed()
+
+
+# -- command line -------------------------------------------------------------------------
+
+DESCRIPTION = """\
+Simulated wired M-Bus slaves on a pseudo-terminal (default) or on TCP 127.0.0.1.
+
+Prints "PTY /dev/pts/N" (open that path as the serial port) or "TCP 127.0.0.1:PORT" on
+stdout, then serves until interrupted. Slaves answer SND_NKE, REQ_UD2 (multi-telegram
+sequences follow the FCB), secondary-address selection with wildcards and primary
+address setting; replies of slaves answering at once are AND-ed as on a real bus.
+
+  python -m gateway.simulators.mbus --meters 3                  3 model heat meters, 1..3
+  python -m gateway.simulators.mbus 5:a.hex 6:b1.hex,b2.hex     captured telegrams
+  python -m gateway.simulators.mbus --model 7:00001234:2 --mute 7
+"""
+
+
+def _file_slave(spec: str) -> SimulatedSlave:
+    address, _, files = spec.partition(":")
+    if not address.isdigit() or not files:
+        raise argparse.ArgumentTypeError(f"expected ADDR:FILE.hex[,FILE2.hex...], got {spec!r}")
+    try:
+        return SimulatedSlave(int(address), FrameTelegrams.from_files(files.split(",")))
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{spec}: {exc}") from None
+
+
+def _model_slave(spec: str) -> SimulatedSlave:
+    match = re.fullmatch(r"(\d{1,3}):(\d{8})(?::([1-9]))?", spec)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected ADDR:ID[:TELEGRAMS], got {spec!r}")
+    model = MeterModel(identification=match.group(2), telegrams_count=int(match.group(3) or 1))
+    return SimulatedSlave(int(match.group(1)), model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gateway.simulators.mbus", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("slaves", nargs="*", type=_file_slave, metavar="ADDR:FILE.hex[,FILE2.hex...]",
+                        help="a slave at primary address ADDR answering with the captured RSP_UD frames in the "
+                             "files, one telegram per file (its primary address is rewritten to ADDR)")
+    parser.add_argument("--model", action="append", type=_model_slave, default=[], metavar="ADDR:ID[:TELEGRAMS]",
+                        help="a model heat meter with identification ID (8 digits) whose values advance with "
+                             "time; TELEGRAMS=2 splits its readout in two telegrams")
+    parser.add_argument("--meters", type=int, default=0, metavar="N",
+                        help="N model heat meters at primary addresses 1..N, identifications 10000001...")
+    parser.add_argument("--tcp", type=int, metavar="PORT", help="serve on TCP 127.0.0.1:PORT instead of a pty")
+    parser.add_argument("--baud", type=int, default=MBUS_LINE.baud,
+                        help="pace replies at this baud rate, 11 bits per character (default 2400)")
+    parser.add_argument("--no-pace", action="store_true", help="answer at once, without wire timing")
+    parser.add_argument("--reply-delay-ms", type=float, metavar="MS",
+                        help="slave turnaround before replying (default 11 bit times, the minimum)")
+    parser.add_argument("--mute", type=int, action="append", default=[], metavar="ADDR",
+                        help="the slave at ADDR follows the conversation but never answers")
+    parser.add_argument("--bad-checksum", type=int, action="append", default=[], metavar="ADDR",
+                        help="the slave at ADDR sends RSP_UD frames with a wrong checksum")
+    return parser
+
+
+def bus_from_args(args: argparse.Namespace) -> SimulatedBus:
+    slaves = list(args.slaves) + list(args.model)
+    slaves += [SimulatedSlave(n, MeterModel(identification=f"{10_000_000 + n:08d}")) for n in range(1, args.meters + 1)]
+    if not slaves:
+        raise SystemExit("no slaves: give ADDR:FILE.hex, --model or --meters (see --help)")
+    for slave in slaves:
+        slave.mute = slave.primary in args.mute
+        slave.bad_checksum = slave.primary in args.bad_checksum
+    return SimulatedBus(slaves)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    bus = bus_from_args(args)
+    reply_delay = None if args.reply_delay_ms is None else args.reply_delay_ms / 1000
+    pacing = Pacing(LineSettings(args.baud), paced=not args.no_pace, reply_delay_s=reply_delay)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if args.tcp is not None:
+        async with serve_tcp(bus, pacing, port=args.tcp) as server:
+            print(f"TCP {server.host}:{server.port}", flush=True)
+            await stop.wait()
+    else:
+        async with serve_pty(bus, pacing) as pty:
+            print(f"PTY {pty.path}", flush=True)
+            await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
