@@ -53,8 +53,8 @@ from gateway.codecs.mbus.link import (
     C_PRM,
     Frame,
     LinkParser,
+    SHORT_START,
     LongFrame,
-    ShortFrame,
     SingleCharacter,
 )
 from gateway.errors import DeviceTimeout, GatewayError, TransportError
@@ -446,7 +446,7 @@ class MBusMaster:
         await self.transport.write(request)
         self.counters["requests"] += 1
         try:
-            frame = await self._receive(self.timing.reply_timeout(len(request)), request)
+            frame = await self._receive(request)
             if not isinstance(frame, expect) or (isinstance(frame, LongFrame) and not _is_rsp_ud(frame)):
                 self.counters["errors"] += 1
                 raise Collision(f"unexpected reply {type(frame).__name__} (C 0x{getattr(frame, 'c', 0xE5):02X})")
@@ -462,9 +462,13 @@ class MBusMaster:
                 self._line_free_at = max(self._line_free_at, self.transport.last_receive_time + self.timing.idle_gap)
         return frame
 
-    async def _receive(self, timeout_s: float, request: bytes) -> Frame:
+    async def _receive(self, request: bytes) -> Frame:
+        """The first good frame that answers ``request``. Skipped: the request itself
+        echoed by a level converter, and an RSP_UD from another primary address (a late
+        reply meant for an earlier request); after either the reply window starts again."""
         parser = LinkParser()
-        deadline = self._now() + timeout_s
+        deadline = self._now() + self.timing.reply_timeout(len(request))
+        address = request[2] if request[0] == SHORT_START else request[5]
         while True:
             try:
                 frame = parser.next_frame()
@@ -473,8 +477,12 @@ class MBusMaster:
                 await self._wait_for_quiet()
                 raise Collision(str(exc)) from None
             if frame is not None:
-                if isinstance(frame, (ShortFrame, LongFrame)) and frame.c & C_PRM and frame.to_bytes() == request:
-                    continue  # our own request, echoed by the level converter
+                echo = frame.to_bytes() == request
+                stray = isinstance(frame, LongFrame) and address <= ADDRESS_LAST and frame.a != address
+                if echo or stray:
+                    self.counters["garbage_bytes"] += 0 if echo else len(frame.to_bytes())
+                    deadline = self._now() + self.timing.reply_timeout(0)
+                    continue
                 self.counters["frames"] += 1
                 self.counters["garbage_bytes"] += parser.skipped_bytes
                 return frame

@@ -43,26 +43,27 @@ class SerialTransport(Transport):
         return transport, inbox
 
     def _open_port(self) -> serial.Serial:
-        port = serial.Serial(baudrate=self.line.baud, bytesize=self.line.bytesize,
-                             parity=self._wire_parity(self.line), stopbits=self.line.stopbits, exclusive=True)
+        bytesize, parity = self._wire_format(self.line)
+        port = serial.Serial(baudrate=self.line.baud, bytesize=bytesize, parity=parity, stopbits=self.line.stopbits,
+                             exclusive=True)
         port.port = self.path
         port.open()
         return port
 
-    def _wire_parity(self, line: LineSettings) -> str:
-        """A pseudo-terminal carries no parity bit, and Linux refuses PARENB on one
-        (EINVAL): the simulators' ptys are opened without parity; real ports get it."""
-        if line.parity != "N" and is_pseudo_terminal(self.path):
-            log.debug("%s is a pseudo-terminal: parity %s not set on it", self.path, line.parity)
-            return "N"
-        return line.parity
+    def _wire_format(self, line: LineSettings) -> tuple[int, str]:
+        """Data bits and parity to set on the device. A pseudo-terminal has no character
+        framing and Linux refuses anything but 8 bits without parity on one (EINVAL), so
+        the simulators' ptys are opened 8N1; real ports get what the protocol needs."""
+        if (line.bytesize, line.parity) != (8, "N") and is_pseudo_terminal(self.path):
+            log.debug("%s is a pseudo-terminal: %s framing not set on it", self.path, line.framing)
+            return 8, "N"
+        return line.bytesize, line.parity
 
     def _apply_line(self, line: LineSettings) -> None:
         port = self._require_port()
         try:
             port.baudrate = line.baud
-            port.bytesize = line.bytesize
-            port.parity = self._wire_parity(line)
+            port.bytesize, port.parity = self._wire_format(line)
             port.stopbits = line.stopbits
         except (serial.SerialException, OSError, ValueError) as exc:
             raise TransportError(f"{self.description}: cannot switch to {line}: {_reason(exc)}") from None
@@ -93,7 +94,7 @@ def is_pseudo_terminal(path: str) -> bool:
 
 def _reason(exc: BaseException) -> str:
     """pyserial wraps errno messages as '[Errno 2] could not open port X: [Errno 2] ...'."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
     text = str(exc)
     return text.rsplit("] ", 1)[-1] if "] " in text else text

@@ -4,6 +4,7 @@ transport/protocol layer, the one asyncio streams are built on."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 from gateway.errors import TransportError
 from gateway.transports.base import LineSettings, Transport, _Inbox
@@ -26,7 +27,8 @@ class TcpTransport(Transport):
         try:
             transport, inbox = await loop.create_connection(_Inbox, self.host, self.port)
         except OSError as exc:
-            raise TransportError(f"cannot connect to {self.description}: {exc.strerror or exc}") from None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise TransportError(f"cannot connect to {self.description}: {reason}") from None
         return transport, inbox
 
     def _apply_line(self, line: LineSettings) -> None:
