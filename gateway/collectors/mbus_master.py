@@ -27,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -247,7 +248,7 @@ class MBusMaster:
 
     async def ping(self, address: int) -> None:
         """SND_NKE → E5: reset the slave's link layer (its next FCB is 1)."""
-        async with self.transport.claim(self.line):
+        async with self._claim():
             await self._reset_link(address)
 
     async def read(self, address: int | SecondaryAddressMask) -> Readout:
@@ -258,7 +259,7 @@ class MBusMaster:
         selection matching several meters), MeterApplicationError (CI 0x70) or
         MBusFrameError (a well-framed reply whose application data is malformed).
         """
-        async with self.transport.claim(self.line):
+        async with self._claim():
             if isinstance(address, SecondaryAddressMask):
                 await self._select(address)
                 try:
@@ -272,7 +273,7 @@ class MBusMaster:
 
     async def set_primary_address(self, address: int | SecondaryAddressMask, new_address: int) -> None:
         """SND_UD CI 0x51 with the record ``01 7A new`` (EN 13757-3, bus address)."""
-        async with self.transport.claim(self.line):
+        async with self._claim():
             selected = isinstance(address, SecondaryAddressMask)
             target = ADDRESS_NETWORK_LAYER if selected else address
             if selected:
@@ -298,7 +299,7 @@ class MBusMaster:
         result = ScanResult()
         total = last - first + 1
         for done, address in enumerate(range(first, last + 1), start=1):
-            async with self.transport.claim(self.line):
+            async with self._claim():
                 try:
                     await self._reset_link(address)
                 except DeviceTimeout:
@@ -395,7 +396,7 @@ class MBusMaster:
             return None
 
     async def _probe(self, mask: SecondaryAddressMask) -> tuple[Literal["nothing", "single", "collision"], FoundMeter | None]:
-        async with self.transport.claim(self.line):
+        async with self._claim():
             try:
                 await self._select(mask, probe=True)
             except DeviceTimeout:
@@ -415,6 +416,14 @@ class MBusMaster:
                 return "nothing", None
             finally:
                 await self._deselect()
+
+    @asynccontextmanager
+    async def _claim(self) -> AsyncIterator[None]:
+        """Hold the port; what was waiting on the line when we got it is garbage."""
+        discarded = self.transport.bytes_discarded
+        async with self.transport.claim(self.line):
+            self.counters["garbage_bytes"] += self.transport.bytes_discarded - discarded
+            yield
 
     # -- one request, its reply, retries --------------------------------------------------
 
@@ -474,6 +483,7 @@ class MBusMaster:
                 frame = parser.next_frame()
             except MBusFrameError as exc:
                 self.counters["errors"] += 1
+                self.counters["garbage_bytes"] += parser.skipped_bytes + parser.buffered
                 await self._wait_for_quiet()
                 raise Collision(str(exc)) from None
             if frame is not None:

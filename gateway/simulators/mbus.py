@@ -108,8 +108,8 @@ class FrameTelegrams:
         elif isinstance(response, FixedDataResponse):
             # Identification only: a selection naming a manufacturer never matches it.
             self._header = Header(response.identification, None, None, None, response.access_number, response.status)
-        else:
-            raise ValueError("the first telegram is an application error; it names no meter")
+        else:  # an application error (CI 0x70) names no meter: only primary addressing finds it
+            self._header = Header(None, None, None, None)
 
     @classmethod
     def from_files(cls, paths: Sequence[str | Path]) -> FrameTelegrams:
@@ -376,10 +376,12 @@ def _frame_bytes(frame: Frame) -> bytes:
 
 @dataclass
 class PtyServer:
-    """A simulated bus on a pseudo-terminal: open :attr:`path` as the serial port."""
+    """A simulated bus on a pseudo-terminal: open :attr:`path` as the serial port.
+    ``inject(data)`` puts bytes on the line as if a slave sent them (noise, late replies)."""
 
     path: str
     bus: SimulatedBus
+    inject: Callable[[bytes], None]
 
 
 @contextlib.asynccontextmanager
@@ -404,7 +406,7 @@ async def serve_pty(bus: SimulatedBus, pacing: Pacing | None = None) -> AsyncIte
     loop.add_reader(master_fd, readable)
     task = asyncio.ensure_future(responder.run())
     try:
-        yield PtyServer(os.ttyname(slave_fd), bus)
+        yield PtyServer(os.ttyname(slave_fd), bus, lambda data: _write_all(master_fd, data))
     finally:
         loop.remove_reader(master_fd)
         task.cancel()
