@@ -68,7 +68,13 @@ FIXED_STATUS_STORED = 0x40  # counters are stored values (else actual)
 
 def manufacturer_letters(code: int) -> str:
     """Three letters from the 15-bit manufacturer code (FLAG association, clause 5.6)."""
-    return "".join(chr(((code >> shift) & 0x1F) + 64) for shift in (10, 5, 0))
+    letters = _LETTERS.get(code)
+    if letters is None:
+        letters = _LETTERS[code] = "".join(chr(((code >> shift) & 0x1F) + 64) for shift in (10, 5, 0))
+    return letters
+
+
+_LETTERS: dict[int, str] = {}
 
 
 def manufacturer_code(letters: str) -> int:
@@ -344,7 +350,7 @@ class ResponseFrame:
 def decode_response(data: bytes) -> ResponseFrame:
     """Decode one whole RSP_UD frame (``68 L L 68 C A CI ... CS 16``): link layer, then
     application layer. Offsets in errors are frame offsets."""
-    frame = link.decode_frame(data)
+    frame = _well_formed_long_frame(data) or link.decode_frame(data)
     if not isinstance(frame, (link.LongFrame, link.ControlFrame)):
         raise MBusFrameError(
             f"a {type(frame).__name__} carries no application data", offset=0, field="start"
@@ -355,6 +361,22 @@ def decode_response(data: bytes) -> ResponseFrame:
         )
     data_part = frame.data if isinstance(frame, link.LongFrame) else b""
     return ResponseFrame(frame, decode_user_data(bytes([frame.ci]) + data_part, offset=CI_OFFSET))
+
+
+def _well_formed_long_frame(data: bytes) -> link.LongFrame | None:
+    """The common case, checked in one go: exactly one long frame with good lengths,
+    checksum and stop byte. Anything else goes through the link parser, which says what
+    is wrong."""
+    size = len(data)
+    if (
+        size > 9
+        and data[0] == link.LONG_START == data[3]
+        and data[1] == data[2] == size - 6
+        and data[-1] == link.STOP
+        and sum(data[4:-2]) & 0xFF == data[-2]
+    ):
+        return link.LongFrame(data[4], data[5], data[6], bytes(data[7:-2]))
+    return None
 
 
 def encode(
@@ -486,6 +508,14 @@ def header_to_json(header: Header, ci: int) -> dict[str, object]:
     }
 
 
+def _value_text(value) -> str | None:
+    # format(..., "f") writes any Decimal in plain digits, however large its exponent
+    # (a 32-bit real times 10^3 can reach 3.4E+41); NaN and infinities by name.
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return value_text(value)
+
+
 def record_to_json(record: DataRecord | FixedRecord) -> dict[str, object]:
     """One record as the CLI prints it; ``value`` is a string (exact decimal, ISO date,
     text, or hex of binary data in transmission order) or null."""
@@ -495,7 +525,7 @@ def record_to_json(record: DataRecord | FixedRecord) -> dict[str, object]:
         "tariff": record.tariff,
         "subunit": record.subunit,
         "quantity": record.quantity,
-        "value": value_text(record.value),
+        "value": _value_text(record.value),
         "unit": record.unit,
     }
     if isinstance(record, DataRecord):

@@ -80,65 +80,49 @@ def encode_real(value: Decimal) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class TimeFields:
-    """A date/time data field split into what it says (EN 13757-3 annex A).
+    """A date/time data field and what it says (EN 13757-3 annex A), decoded on access.
 
     ``kind`` is the data type letter: ``F`` (4-byte date and time), ``G`` (date), ``I``
-    (6-byte date and time with seconds), ``J`` (time) or ``K`` (daylight saving).
-    ``invalid`` is the IV bit, ``summer_time`` the SU bit (``None`` where the type has
-    none). ``raw`` is the data field as transmitted.
+    (6-byte date and time with seconds), ``J`` (time) or ``K`` (daylight saving); ``raw``
+    the data field as transmitted. The attributes (``year`` ... ``second``, ``invalid``
+    for the IV bit, ``summer_time`` for the SU bit, ``leap_year``, ``day_of_week``,
+    ``week``, ``dst_deviation_hours``, and for type K ``end_month``, ``end_day``,
+    ``local_deviation_hours``, ``enabled``) are ``None`` where the type has no such field.
     """
 
     kind: str
     raw: bytes
-    year: int | None = None
-    month: int | None = None
-    day: int | None = None
-    hour: int | None = None
-    minute: int | None = None
-    second: int | None = None
-    invalid: bool = False
-    summer_time: bool | None = None
-    leap_year: bool | None = None
-    day_of_week: int | None = None
-    week: int | None = None
-    dst_deviation_hours: int | None = None
-    # type K only
-    end_month: int | None = None
-    end_day: int | None = None
-    local_deviation_hours: int | None = None
-    enabled: bool | None = None
+
+    def fields(self) -> dict[str, int | bool]:
+        """The fields that the type has."""
+        return _FIELD_DECODERS[self.kind](self.raw)
+
+    @property
+    def invalid(self) -> bool:
+        return bool(self.fields().get("invalid", False))
 
     @property
     def value(self) -> date | datetime | time | None:
         """The calendar value, or ``None`` when the fields do not form one (day 0,
         month 15 "every month", type K)."""
-        try:
-            if self.kind == "G":
-                return date(self.year, self.month, self.day)
-            if self.kind in ("F", "I"):
-                return datetime(self.year, self.month, self.day, self.hour, self.minute, self.second or 0)
-            if self.kind == "J":
-                return time(self.hour, self.minute, self.second)
-        except (ValueError, TypeError):
-            return None
-        return None
+        return time_value(self.kind, self.raw)
 
     def as_dict(self) -> dict[str, object]:
-        """The fields that the type has, for JSON."""
-        out: dict[str, object] = {"type": self.kind}
-        for name in _FIELD_NAMES:
-            field_value = getattr(self, name)
-            if field_value is not None:
-                out[name] = field_value
-        if self.kind in ("F", "I"):
-            out["invalid"] = self.invalid
-        return out
+        return {"type": self.kind, **self.fields()}
 
 
 _FIELD_NAMES = (
     "year", "month", "day", "hour", "minute", "second", "summer_time", "leap_year", "day_of_week",
     "week", "dst_deviation_hours", "end_month", "end_day", "local_deviation_hours", "enabled",
 )
+
+
+def _field_property(name: str) -> property:
+    return property(lambda self: self.fields().get(name), doc=f"The {name.replace('_', ' ')} field, if the type has one.")
+
+
+for _name in _FIELD_NAMES:
+    setattr(TimeFields, _name, _field_property(_name))
 
 # Lengths of the date/time types.
 TIME_TYPE_BY_LENGTH = {2: "G", 3: "J", 4: "F", 6: "I"}
@@ -150,61 +134,83 @@ def _year7(low_byte: int, high_byte: int) -> int:
     return (low_byte >> 5) | ((high_byte >> 4) << 3)
 
 
-def decode_type_f(data: bytes) -> TimeFields:
-    """Type F (CP32): minute, IV | hour, hundred year, SU | day, year | month, year.
-
-    The year is 1900 + 100 × hundred-year + year; meters that leave the hundred-year
-    bits at 0 count 0..80 as 2000..2080 (as libmbus and jMBus also read them)."""
-    b0, b1, b2, b3 = data
+def _type_f_year(b1: int, b2: int, b3: int) -> int:
+    """Type F: 1900 + 100 × hundred-year + year; meters that leave the hundred-year bits
+    at 0 count 0..80 as 2000..2080 (as libmbus and jMBus also read them)."""
     year7 = _year7(b2, b3)
     hundred = (b1 >> 5) & 0x03
     year = 1900 + 100 * hundred + year7
-    if hundred == 0 and year7 <= 80:
-        year += 100
-    return TimeFields(
-        "F", bytes(data), year=year, month=b3 & 0x0F, day=b2 & 0x1F, hour=b1 & 0x1F, minute=b0 & 0x3F,
-        invalid=bool(b0 & 0x80), summer_time=bool(b1 & 0x80),
-    )
+    return year + 100 if hundred == 0 and year7 <= 80 else year
 
 
-def decode_type_g(data: bytes) -> TimeFields:
+def fields_type_f(data: bytes) -> dict[str, int | bool]:
+    """Type F (CP32): minute, IV | hour, hundred year, SU | day, year | month, year."""
+    b0, b1, b2, b3 = data
+    return {
+        "year": _type_f_year(b1, b2, b3), "month": b3 & 0x0F, "day": b2 & 0x1F, "hour": b1 & 0x1F,
+        "minute": b0 & 0x3F, "invalid": bool(b0 & 0x80), "summer_time": bool(b1 & 0x80),
+    }
+
+
+def fields_type_g(data: bytes) -> dict[str, int | bool]:
     """Type G (CP16): day, year | month, year; the year counts from 2000."""
     b0, b1 = data
-    return TimeFields("G", bytes(data), year=2000 + _year7(b0, b1), month=b1 & 0x0F, day=b0 & 0x1F)
+    return {"year": 2000 + _year7(b0, b1), "month": b1 & 0x0F, "day": b0 & 0x1F}
 
 
-def decode_type_i(data: bytes) -> TimeFields:
+def fields_type_i(data: bytes) -> dict[str, int | bool]:
     """Type I (CP48): second, SU, leap year | minute, DST sign, IV | hour, day of week |
     day, year | month, year | week, DST deviation (hours); the year counts from 2000."""
     b0, b1, b2, b3, b4, b5 = data
     deviation = b5 >> 6
-    return TimeFields(
-        "I", bytes(data), year=2000 + _year7(b3, b4), month=b4 & 0x0F, day=b3 & 0x1F, hour=b2 & 0x1F,
-        minute=b1 & 0x3F, second=b0 & 0x3F, invalid=bool(b1 & 0x80), summer_time=bool(b0 & 0x40),
-        leap_year=bool(b0 & 0x80), day_of_week=b2 >> 5, week=b5 & 0x3F,
-        dst_deviation_hours=deviation if b1 & 0x40 else -deviation,
-    )
+    return {
+        "year": 2000 + _year7(b3, b4), "month": b4 & 0x0F, "day": b3 & 0x1F, "hour": b2 & 0x1F,
+        "minute": b1 & 0x3F, "second": b0 & 0x3F, "invalid": bool(b1 & 0x80), "summer_time": bool(b0 & 0x40),
+        "leap_year": bool(b0 & 0x80), "day_of_week": b2 >> 5, "week": b5 & 0x3F,
+        "dst_deviation_hours": deviation if b1 & 0x40 else -deviation,
+    }
 
 
-def decode_type_j(data: bytes) -> TimeFields:
+def fields_type_j(data: bytes) -> dict[str, int | bool]:
     """Type J (CP24): second | minute | hour."""
     b0, b1, b2 = data
-    return TimeFields("J", bytes(data), hour=b2 & 0x1F, minute=b1 & 0x3F, second=b0 & 0x3F)
+    return {"hour": b2 & 0x1F, "minute": b1 & 0x3F, "second": b0 & 0x3F}
 
 
-def decode_type_k(data: bytes) -> TimeFields:
+def fields_type_k(data: bytes) -> dict[str, int | bool]:
     """Type K (daylight saving): begin hour, local deviation (high) | begin day, local
     deviation (low), enable | end day, DST deviation, sign | begin month, end month."""
     b0, b1, b2, b3 = data
     deviation = (b2 >> 5) & 0x03
-    return TimeFields(
-        "K", bytes(data), month=b3 & 0x0F, day=b1 & 0x1F, hour=b0 & 0x1F, end_month=b3 >> 4,
-        end_day=b2 & 0x1F, dst_deviation_hours=deviation if b2 & 0x80 else -deviation,
-        local_deviation_hours=((b0 >> 5) << 2) | ((b1 >> 5) & 0x03), enabled=bool(b1 & 0x80),
-    )
+    return {
+        "month": b3 & 0x0F, "day": b1 & 0x1F, "hour": b0 & 0x1F, "end_month": b3 >> 4, "end_day": b2 & 0x1F,
+        "dst_deviation_hours": deviation if b2 & 0x80 else -deviation,
+        "local_deviation_hours": ((b0 >> 5) << 2) | ((b1 >> 5) & 0x03), "enabled": bool(b1 & 0x80),
+    }
 
 
-TIME_DECODERS = {"F": decode_type_f, "G": decode_type_g, "I": decode_type_i, "J": decode_type_j, "K": decode_type_k}
+_FIELD_DECODERS = {"F": fields_type_f, "G": fields_type_g, "I": fields_type_i, "J": fields_type_j, "K": fields_type_k}
+
+
+def time_value(kind: str, data: bytes) -> date | datetime | time | None:
+    """The naive date/datetime/time a type F, G, I or J field holds, or ``None`` when its
+    fields are no calendar value (day 0, month 0 or 15 ...) and for type K."""
+    try:
+        if kind == "F":
+            b0, b1, b2, b3 = data
+            return datetime(_type_f_year(b1, b2, b3), b3 & 0x0F, b2 & 0x1F, b1 & 0x1F, b0 & 0x3F)
+        if kind == "G":
+            b0, b1 = data
+            return date(2000 + _year7(b0, b1), b1 & 0x0F, b0 & 0x1F)
+        if kind == "I":
+            b0, b1, b2, b3, b4, _ = data
+            return datetime(2000 + _year7(b3, b4), b4 & 0x0F, b3 & 0x1F, b2 & 0x1F, b1 & 0x3F, b0 & 0x3F)
+        if kind == "J":
+            b0, b1, b2 = data
+            return time(b2 & 0x1F, b1 & 0x3F, b0 & 0x3F)
+    except ValueError:
+        return None
+    return None
 
 
 def encode_time_value(value: date | datetime | time, length: int, *, invalid: bool = False,
@@ -224,7 +230,7 @@ def encode_time_value(value: date | datetime | time, length: int, *, invalid: bo
         year7 = _year_since(value.year, 2000)
         return bytes([value.day | (year7 & 0x07) << 5, value.month | (year7 >> 3) << 4])
     if kind == "F":
-        year7, hundred = _type_f_year(value.year)
+        year7, hundred = _type_f_coded_year(value.year)
         return bytes([
             value.minute | (0x80 if invalid else 0),
             value.hour | hundred << 5 | (0x80 if summer_time else 0),
@@ -251,7 +257,7 @@ def _year_since(year: int, base: int) -> int:
     return year - base
 
 
-def _type_f_year(year: int) -> tuple[int, int]:
+def _type_f_coded_year(year: int) -> tuple[int, int]:
     """(year, hundred-year) as most meters send them: 1981..2080 with hundred-year 0."""
     if 1981 <= year <= 2080:
         return year % 100, 0

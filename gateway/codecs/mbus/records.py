@@ -36,6 +36,43 @@ _EXACT = Context(prec=80)
 _ONE = Decimal(1)
 _PLAIN_TEXT = tables.VIF_PLAIN_TEXT
 _DATE_KINDS = (tables.DATE, tables.DATETIME)
+_IDLE_FILLER = tables.DIF_IDLE_FILLER
+_MANUFACTURER_DATA = tables.DIF_MANUFACTURER_DATA
+_MORE_RECORDS_FOLLOW = tables.DIF_MORE_RECORDS_FOLLOW
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLayout:
+    """What the DIF/DIFE/VIF/VIFE (and LVAR) bytes of a record say, shared by every
+    record that starts with the same bytes (meters repeat them in every telegram, so the
+    decoder interprets each combination once)."""
+
+    dif: int
+    dife: tuple[int, ...]
+    vif: int
+    vife: tuple[int, ...]
+    plain_text_unit: str | None
+    lvar: int | None
+    function: str
+    storage: int
+    tariff: int
+    subunit: int
+    quantity: str
+    unit: str | None
+    modifiers: tuple[str, ...]
+    header_length: int
+    data_length: int
+    decoder: int
+    scale: Decimal
+    offset_value: Decimal | None
+    time_kind: str | None
+    msb_first: bool = False
+
+
+# How a layout's data field turns into a value (RecordLayout.decoder).
+_NO_VALUE, _INT, _BCD, _REAL, _TEXT, _BINARY, _LVAR_BCD, _LVAR_NEGATIVE_BCD, _TIME, _INT_MSB_FIRST = range(10)
+_LVAR_DECODERS = {"text": _TEXT, "binary": _BINARY, "bcd": _LVAR_BCD, "negative bcd": _LVAR_NEGATIVE_BCD}
+_CODING_DECODERS = {"int": _INT, "bcd": _BCD, "real": _REAL}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,41 +84,61 @@ class DataRecord:
     ``date``/``time`` (naive, meter local time) for date/time types, ``str`` for text,
     ``bytes`` for binary data (transmission order), ``None`` for records without data or
     with a BCD field whose digits are not decimal (``value_error`` says why; the bytes are
-    in ``data``). ``modifiers`` describes the combinable VIFEs in order. ``raw`` is the
-    whole record as transmitted, ``offset`` where it starts in the decoded unit,
-    ``header_bytes`` its DIF/DIFE/VIF/VIFE part (the format signature of wireless M-Bus
-    compact frames is computed over it).
+    in ``data``). ``raw`` is the whole record as transmitted, ``offset`` where it starts in
+    the decoded unit. The DIF/VIF fields (``dif``, ``dife``, ``vif``, ``vife``,
+    ``function``, ``storage``, ``tariff``, ``subunit``, ``quantity``, ``unit``,
+    ``modifiers`` for the combinable VIFEs in order, ``header_bytes``, whose bytes are the
+    format signature of wireless M-Bus compact frames) come from ``layout``.
     """
 
-    dif: int
-    dife: tuple[int, ...]
-    vif: int
-    vife: tuple[int, ...]
-    function: str
-    storage: int
-    tariff: int
-    subunit: int
-    quantity: str
-    unit: str | None
-    value: Value
+    layout: RecordLayout
     raw: bytes
     offset: int
-    header_length: int
-    data: bytes
-    lvar: int | None = None
-    plain_text_unit: str | None = None
-    modifiers: tuple[str, ...] = ()
-    time: datatypes.TimeFields | None = None
-    value_error: str | None = None
+    value: Value
+
+    dif = property(lambda self: self.layout.dif)
+    dife = property(lambda self: self.layout.dife)
+    vif = property(lambda self: self.layout.vif)
+    vife = property(lambda self: self.layout.vife)
+    function = property(lambda self: self.layout.function)
+    storage = property(lambda self: self.layout.storage)
+    tariff = property(lambda self: self.layout.tariff)
+    subunit = property(lambda self: self.layout.subunit)
+    quantity = property(lambda self: self.layout.quantity)
+    unit = property(lambda self: self.layout.unit)
+    modifiers = property(lambda self: self.layout.modifiers)
+    plain_text_unit = property(lambda self: self.layout.plain_text_unit)
+    lvar = property(lambda self: self.layout.lvar)
+
+    @property
+    def time(self) -> datatypes.TimeFields | None:
+        """The date/time fields (IV and SU bits, ...) of a date/time record."""
+        layout = self.layout
+        if layout.time_kind is None:
+            return None
+        return datatypes.TimeFields(layout.time_kind, self.data[::-1] if layout.msb_first else self.data)
+
+    @property
+    def value_error(self) -> str | None:
+        """Why a record with a data field has no value (a BCD field with hex digits)."""
+        if self.value is None and self.layout.decoder in (_BCD, _LVAR_BCD, _LVAR_NEGATIVE_BCD):
+            return f"BCD digits are not decimal: {self.data[::-1].hex().upper()}"
+        return None
 
     @property
     def header_bytes(self) -> bytes:
-        return self.raw[: self.header_length]
+        """DIF, DIFEs, VIF, plain text and VIFEs as transmitted."""
+        return self.raw[: self.layout.header_length]
+
+    @property
+    def data(self) -> bytes:
+        """The data field as transmitted (after the LVAR byte for variable length data)."""
+        return self.raw[len(self.raw) - self.layout.data_length :]
 
     @property
     def data_field(self) -> int:
         """The DIF's data field code (table 6): 0x4 = 32-bit integer, 0xC = 8-digit BCD ..."""
-        return self.dif & tables.DIF_DATA
+        return self.layout.dif & tables.DIF_DATA
 
     @property
     def time_invalid(self) -> bool | None:
@@ -96,7 +153,8 @@ class DataRecord:
     @property
     def manufacturer_specific(self) -> bool:
         """The VIF or a VIFE says the rest of the record is manufacturer specific."""
-        return (self.vif & 0x7F) == tables.VIF_MANUFACTURER or "manufacturer specific" in self.modifiers
+        layout = self.layout
+        return (layout.vif & 0x7F) == tables.VIF_MANUFACTURER or "manufacturer specific" in layout.modifiers
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,131 +176,139 @@ def decode_records(data: bytes, *, offset: int = 0, msb_first: bool = False) -> 
     Raises :class:`MBusFrameError` with reason, offset and field on malformed input.
     """
     try:
-        return _RecordParser(bytes(data), offset, msb_first).parse()
+        return _parse(bytes(data), offset, msb_first)
     except MBusFrameError:
         raise
     except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:  # pragma: no cover - defensive
         raise MBusFrameError(f"undecodable record: {exc}", offset=offset, field="record") from exc
 
 
-class _RecordParser:
-    __slots__ = ("data", "base", "msb_first", "pos")
+def _fail(reason: str, offset: int, field: str) -> MBusFrameError:
+    return MBusFrameError(reason, offset=offset, field=field)
 
-    def __init__(self, data: bytes, base: int, msb_first: bool) -> None:
-        self.data = data
-        self.base = base
-        self.msb_first = msb_first
-        self.pos = 0
 
-    def fail(self, reason: str, pos: int, field: str) -> MBusFrameError:
-        return MBusFrameError(reason, offset=self.base + pos, field=field)
-
-    def parse(self) -> RecordBlock:
-        data = self.data
-        end = len(data)
-        records = []
-        pos = 0
-        while pos < end:
-            dif = data[pos]
-            if dif & 0x0F == 0x0F:
-                if dif == tables.DIF_IDLE_FILLER:
-                    pos += 1
-                    continue
-                if dif in (tables.DIF_MANUFACTURER_DATA, tables.DIF_MORE_RECORDS_FOLLOW):
-                    return RecordBlock(
-                        tuple(records), dif == tables.DIF_MORE_RECORDS_FOLLOW, data[pos + 1 :], self.base + pos + 1
-                    )
-                raise self.fail(f"reserved special function DIF 0x{dif:02X}", pos, "DIF")
-            record, pos = self.record(pos)
-            records.append(record)
-        return RecordBlock(tuple(records))
-
-    def record(self, start: int) -> tuple[DataRecord, int]:
-        data = self.data
-        end = len(data)
-        dif = data[start]
-        pos = start + 1
-        difes: tuple[int, ...] = ()
-        if dif & 0x80:
-            collected = []
-            byte = dif
-            while byte & 0x80:
-                if pos >= end:
-                    raise self.fail("premature end of record: DIFE expected", pos, "DIFE")
-                if len(collected) == tables.MAX_DIFE:
-                    raise self.fail(f"more than {tables.MAX_DIFE} DIFEs", pos, "DIFE")
-                byte = data[pos]
-                collected.append(byte)
+def _parse(data: bytes, base: int, msb_first: bool) -> RecordBlock:
+    end = len(data)
+    records = []
+    append = records.append
+    # Mode 2 layouts decode differently: they do not share the cache.
+    layouts = _LAYOUTS if not msb_first else {}
+    pos = 0
+    while pos < end:
+        start = pos
+        dif = data[pos]
+        if dif & 0x0F == 0x0F:
+            if dif == _IDLE_FILLER:
                 pos += 1
-            difes = tuple(collected)
+                continue
+            if dif == _MANUFACTURER_DATA or dif == _MORE_RECORDS_FOLLOW:
+                return RecordBlock(
+                    tuple(records), dif == _MORE_RECORDS_FOLLOW, data[pos + 1 :], base + pos + 1
+                )
+            raise _fail(f"reserved special function DIF 0x{dif:02X}", base + pos, "DIF")
+        pos += 1
+        if dif & 0x80:
+            count = 0
+            while True:
+                if pos >= end:
+                    raise _fail("premature end of record: DIFE expected", base + pos, "DIFE")
+                if count == tables.MAX_DIFE:
+                    raise _fail(f"more than {tables.MAX_DIFE} DIFEs", base + pos, "DIFE")
+                count += 1
+                pos += 1
+                if not data[pos - 1] & 0x80:
+                    break
         if pos >= end:
-            raise self.fail("premature end of record: VIF expected", pos, "VIF")
+            raise _fail("premature end of record: VIF expected", base + pos, "VIF")
         vif = data[pos]
         pos += 1
-        text = None
         if vif & 0x7F == _PLAIN_TEXT:
             if pos >= end:
-                raise self.fail("premature end of record: plain-text VIF length expected", pos, "VIF")
+                raise _fail("premature end of record: plain-text VIF length expected", base + pos, "VIF")
             length = data[pos]
             if pos + 1 + length > end:
-                raise self.fail(
-                    f"plain-text VIF of {length} characters runs past the end of the data", pos, "VIF"
-                )
-            text = data[pos + 1 : pos + 1 + length][::-1].decode("latin-1")
+                raise _fail(f"plain-text VIF of {length} characters runs past the end of the data", base + pos, "VIF")
             pos += 1 + length
-        vifes: tuple[int, ...] = ()
         if vif & 0x80:
-            collected = []
-            byte = vif
-            while byte & 0x80:
+            count = 0
+            while True:
                 if pos >= end:
-                    raise self.fail("premature end of record: VIFE expected", pos, "VIFE")
-                if len(collected) == tables.MAX_VIFE:
-                    raise self.fail(f"more than {tables.MAX_VIFE} VIFEs", pos, "VIFE")
-                byte = data[pos]
-                collected.append(byte)
+                    raise _fail("premature end of record: VIFE expected", base + pos, "VIFE")
+                if count == tables.MAX_VIFE:
+                    raise _fail(f"more than {tables.MAX_VIFE} VIFEs", base + pos, "VIFE")
+                count += 1
                 pos += 1
-            vifes = tuple(collected)
-        header_length = pos - start
-        code = dif & 0x0F
-        length = tables.DATA_LENGTHS[code]
-        lvar = None
-        if length is None:  # 0xD: variable length, the LVAR byte says how long
+                if not data[pos - 1] & 0x80:
+                    break
+        if dif & 0x0F == 0x0D:  # variable length: the LVAR byte says how long
             if pos >= end:
-                raise self.fail("premature end of record: LVAR byte expected", pos, "LVAR")
-            lvar = data[pos]
-            layout = tables.lvar_layout(lvar)
-            if layout is None:
-                raise self.fail(f"reserved LVAR 0x{lvar:02X}: data length unknown", pos, "LVAR")
-            length = layout[1]
+                raise _fail("premature end of record: LVAR byte expected", base + pos, "LVAR")
+            if tables.lvar_layout(data[pos]) is None:
+                raise _fail(f"reserved LVAR 0x{data[pos]:02X}: data length unknown", base + pos, "LVAR")
             pos += 1
-        if pos + length > end:
-            raise self.fail(
-                f"premature end of record: {length} data bytes expected, {end - pos} left", pos, "data"
+        key = data[start:pos]
+        layout = layouts.get(key)
+        if layout is None:
+            layout = _new_layout(key, msb_first)
+            if len(layouts) >= _LAYOUT_CACHE_SIZE:
+                layouts.clear()
+            layouts[key] = layout
+        data_end = pos + layout.data_length
+        if data_end > end:
+            raise _fail(
+                f"premature end of record: {layout.data_length} data bytes expected, {end - pos} left",
+                base + pos,
+                "data",
             )
-        field = data[pos : pos + length]
-        pos += length
-        record = build_record(
-            dif, difes, vif, vifes, text, lvar, field, data[start:pos], self.base + start, header_length,
-            self.msb_first,
-        )
-        return record, pos
+        decoder = layout.decoder
+        if decoder == _INT:
+            value = int.from_bytes(data[pos:data_end], "little", signed=True) * layout.scale
+            if layout.offset_value is not None:
+                value += layout.offset_value
+            append(DataRecord(layout, data[start:data_end], base + start, value))
+        elif decoder == _BCD and (digits := data[pos:data_end][::-1].hex()).isdigit() and not msb_first:
+            value = int(digits) * layout.scale
+            if layout.offset_value is not None:
+                value += layout.offset_value
+            append(DataRecord(layout, data[start:data_end], base + start, value))
+        else:
+            append(_decoded(layout, data[start:data_end], base + start, data[pos:data_end], msb_first))
+        pos = data_end
+    return RecordBlock(tuple(records))
 
 
-def build_record(
-    dif: int,
-    difes: tuple[int, ...],
-    vif: int,
-    vifes: tuple[int, ...],
-    text: str | None,
-    lvar: int | None,
-    field: bytes,
-    raw: bytes,
-    offset: int,
-    header_length: int,
-    msb_first: bool = False,
-) -> DataRecord:
-    """Interpret the parts of one record (already split and length-checked)."""
+_LAYOUTS: dict[bytes, RecordLayout] = {}
+_LAYOUT_CACHE_SIZE = 4096
+
+
+def _new_layout(key: bytes, msb_first: bool) -> RecordLayout:
+    """Interpret the DIF ... VIFE (and LVAR) bytes of a record, checked by the parser."""
+    dif = key[0]
+    pos = 1
+    difes: tuple[int, ...] = ()
+    if dif & 0x80:
+        first = pos
+        while key[pos] & 0x80:
+            pos += 1
+        pos += 1
+        difes = tuple(key[first:pos])
+    vif = key[pos]
+    pos += 1
+    text = None
+    if vif & 0x7F == _PLAIN_TEXT:
+        length = key[pos]
+        text = key[pos + 1 : pos + 1 + length][::-1].decode("latin-1")
+        pos += 1 + length
+    vifes: tuple[int, ...] = ()
+    if vif & 0x80:
+        first = pos
+        while key[pos] & 0x80:
+            pos += 1
+        pos += 1
+        vifes = tuple(key[first:pos])
+    header_length = pos
+    code = dif & 0x0F
+    lvar = key[pos] if code == 0x0D else None
     storage = (dif >> 6) & 1
     tariff = subunit = 0
     for index, dife in enumerate(difes):
@@ -250,12 +316,68 @@ def build_record(
         tariff |= ((dife >> 4) & 0x03) << (2 * index)
         subunit |= ((dife >> 6) & 0x01) << index
     meaning = _interpret_vib(vif, vifes, text)
-    value, time_fields, error = _decode_value(dif & 0x0F, lvar, field, meaning, msb_first)
-    return DataRecord(
-        dif, difes, vif, vifes, tables.FUNCTIONS[(dif >> 4) & 0x03], storage, tariff, subunit,
-        meaning.quantity, meaning.unit, value, raw, offset, header_length, field, lvar, text,
-        meaning.modifiers, time_fields, error,
+    coding = tables.DATA_CODING[code]
+    time_kind = None
+    if lvar is not None:
+        kind, length = tables.lvar_layout(lvar)
+        decoder = _LVAR_DECODERS[kind]
+    else:
+        length = tables.DATA_LENGTHS[code]
+        decoder = _CODING_DECODERS.get(coding, _NO_VALUE)
+        if coding == "int":
+            if meaning.kind in _DATE_KINDS:
+                time_kind = datatypes.TIME_TYPE_BY_LENGTH.get(length)
+            elif meaning.kind == tables.DAYLIGHT_SAVING and length == 4:
+                time_kind = "K"
+            if time_kind is not None:
+                decoder = _TIME
+        if msb_first and decoder == _INT:
+            decoder = _INT_MSB_FIRST
+    scale = _EXACT.multiply(_ONE.scaleb(meaning.scaler), meaning.factor)
+    offset_value = None
+    if meaning.add_exponent is not None:
+        offset_value = _EXACT.multiply(_ONE.scaleb(meaning.add_exponent), meaning.factor)
+    return RecordLayout(
+        dif, difes, vif, vifes, text, lvar, tables.FUNCTIONS[(dif >> 4) & 0x03], storage, tariff, subunit,
+        meaning.quantity, meaning.unit, meaning.modifiers, header_length, length, decoder, scale, offset_value,
+        time_kind, msb_first,
     )
+    return layout
+
+
+
+def _decoded(layout: RecordLayout, raw: bytes, offset: int, field: bytes, msb_first: bool) -> DataRecord:
+    """A record whose value is not a little-endian integer (those the parser does inline)."""
+    decoder = layout.decoder
+    if msb_first and decoder in (_INT_MSB_FIRST, _BCD, _REAL, _TIME):
+        field = field[::-1]
+    if decoder == _BCD or decoder == _LVAR_BCD or decoder == _LVAR_NEGATIVE_BCD:
+        mantissa = datatypes.decode_bcd(field)
+        if mantissa is None:
+            return DataRecord(layout, raw, offset, None)
+        if decoder == _LVAR_NEGATIVE_BCD:
+            mantissa = -mantissa
+        return DataRecord(layout, raw, offset, _scaled(mantissa, layout))
+    if decoder == _TIME:
+        kind = layout.time_kind
+        return DataRecord(layout, raw, offset, datatypes.time_value(kind, field))
+    if decoder == _REAL:
+        value = datatypes.decode_real(field)
+        return DataRecord(layout, raw, offset, _scaled(value, layout) if value.is_finite() else value)
+    if decoder == _INT_MSB_FIRST:
+        return DataRecord(layout, raw, offset, _scaled(datatypes.decode_int(field), layout))
+    if decoder == _TEXT:
+        return DataRecord(layout, raw, offset, field[::-1].decode("latin-1"))
+    if decoder == _BINARY:
+        return DataRecord(layout, raw, offset, field)
+    return DataRecord(layout, raw, offset, None)  # no data, or selection for readout
+
+
+def _scaled(mantissa: int | Decimal, layout: RecordLayout) -> Decimal:
+    value = _EXACT.multiply(Decimal(mantissa), layout.scale)
+    if layout.offset_value is not None:
+        value = _EXACT.add(value, layout.offset_value)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,64 +437,6 @@ def _interpret_uncached(vif: int, vifes: tuple[int, ...], text: str | None) -> _
             modifiers.extend(f"manufacturer specific VIFE 0x{byte:02X}" for byte in combinable[index:])
             break
     return _Meaning(entry.quantity, entry.unit, scaler, entry.factor, kind, add, tuple(modifiers))
-
-
-def _scaled(mantissa: int, meaning: _Meaning) -> Decimal:
-    value = Decimal(mantissa).scaleb(meaning.scaler, _EXACT)
-    if meaning.add_exponent is not None:
-        value = _EXACT.add(value, _ONE.scaleb(meaning.add_exponent))
-    if meaning.factor != 1:
-        value = _EXACT.multiply(value, meaning.factor)
-    return value
-
-
-def _decode_value(
-    code: int, lvar: int | None, field: bytes, meaning: _Meaning, msb_first: bool
-) -> tuple[Value, datatypes.TimeFields | None, str | None]:
-    coding = tables.DATA_CODING[code]
-    if msb_first and coding in ("int", "bcd", "real"):
-        field = field[::-1]
-    if coding == "int":
-        time_kind = None
-        if meaning.kind in _DATE_KINDS:
-            time_kind = datatypes.TIME_TYPE_BY_LENGTH.get(len(field))
-        elif meaning.kind == tables.DAYLIGHT_SAVING and len(field) == 4:
-            time_kind = "K"
-        if time_kind is not None:
-            fields = datatypes.TIME_DECODERS[time_kind](field)
-            return fields.value, fields, None
-        return _scaled(datatypes.decode_int(field), meaning), None, None
-    if coding == "bcd":
-        return _bcd_value(datatypes.decode_bcd(field), field, meaning)
-    if coding == "real":
-        return _real_scaled(field, meaning), None, None
-    if coding == "lvar":
-        kind = tables.lvar_layout(lvar)[0]
-        if kind == "text":
-            return field[::-1].decode("latin-1"), None, None
-        if kind == "binary":
-            return field, None, None
-        mantissa = datatypes.decode_bcd(field)
-        if mantissa is not None and kind == "negative bcd":
-            mantissa = -mantissa
-        return _bcd_value(mantissa, field, meaning)
-    return None, None, None  # no data, or selection for readout
-
-
-def _real_scaled(field: bytes, meaning: _Meaning) -> Decimal:
-    value = datatypes.decode_real(field)
-    if not value.is_finite():
-        return value
-    value = value.scaleb(meaning.scaler, _EXACT)
-    if meaning.add_exponent is not None:
-        value = _EXACT.add(value, _ONE.scaleb(meaning.add_exponent))
-    return _EXACT.multiply(value, meaning.factor) if meaning.factor != 1 else value
-
-
-def _bcd_value(mantissa: int | None, field: bytes, meaning: _Meaning) -> tuple[Value, None, str | None]:
-    if mantissa is None:
-        return None, None, f"BCD digits are not decimal: {field[::-1].hex().upper()}"
-    return _scaled(mantissa, meaning), None, None
 
 
 # --- encoding --------------------------------------------------------------------------------
