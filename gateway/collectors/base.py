@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+from collections import deque
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -41,6 +42,8 @@ class Collector(Protocol):
     name: str
 
     async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
 
     async def read_now(self, meter: str) -> list[Reading]: ...
 
@@ -118,7 +121,9 @@ class PolledBus(ABC, Generic[M]):
         self._sink = sink
         self._tz = tz
         self._clock = clock
-        self._on_demand: asyncio.Queue[tuple[M, asyncio.Future[list[Reading]]]] = asyncio.Queue()
+        self._on_demand: deque[tuple[M, asyncio.Future[list[Reading]]]] = deque()
+        self._wake = asyncio.Event()
+        self._stopping = False
         self.health = {meter.name: MeterHealth(meter.name) for meter in meters}
         self.counters: dict[str, int] = {"reads": 0, "failures": 0, "on_demand": 0}
 
@@ -143,30 +148,36 @@ class PolledBus(ABC, Generic[M]):
         for order, meter in enumerate(self._meters.values()):
             heapq.heappush(queue, _Due(self._next_slot(meter, now), order, meter))
         async with self.connect():
-            while True:
-                if not self._on_demand.empty():
-                    meter, future = self._on_demand.get_nowait()
+            while not self._stopping:
+                self._wake.clear()
+                if self._on_demand:
+                    meter, future = self._on_demand.popleft()
                     await self._read_on_demand(meter, future)
                     continue
-                if not queue:
-                    meter, future = await self._on_demand.get()
-                    await self._read_on_demand(meter, future)
+                wait_s = (queue[0].at - self._clock()).total_seconds() if queue else None
+                if wait_s is not None and wait_s <= 0:
+                    due = heapq.heappop(queue)
+                    await self._poll(due.meter)
+                    heapq.heappush(queue, _Due(self._next_slot(due.meter, self._clock()), due.order, due.meter))
                     continue
-                due = queue[0]
-                wait_s = (due.at - self._clock()).total_seconds()
-                if wait_s > 0:
-                    await self._wait_for_on_demand(wait_s)
-                    continue
-                heapq.heappop(queue)
-                await self._poll(due.meter)
-                heapq.heappush(queue, _Due(self._next_slot(due.meter, self._clock()), due.order, due.meter))
+                try:
+                    async with asyncio.timeout(wait_s):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    def stop(self) -> None:
+        """Finish the read in progress, then return from ``run``."""
+        self._stopping = True
+        self._wake.set()
 
     async def read_now(self, meter: str) -> list[Reading]:
         """Read ``meter`` as soon as the bus is free, ahead of scheduled reads."""
         if meter not in self._meters:
             raise KeyError(meter)
         future: asyncio.Future[list[Reading]] = asyncio.get_running_loop().create_future()
-        await self._on_demand.put((self._meters[meter], future))
+        self._on_demand.append((self._meters[meter], future))
+        self._wake.set()
         return await future
 
     def status(self) -> dict[str, Any]:
@@ -179,16 +190,6 @@ class PolledBus(ABC, Generic[M]):
 
     def _next_slot(self, meter: M, after: datetime) -> datetime:
         return next_due(after, meter.schedule.interval_s, meter.schedule.offset_s, self._tz)
-
-    async def _wait_for_on_demand(self, wait_s: float) -> None:
-        getter = asyncio.ensure_future(self._on_demand.get())
-        try:
-            done, _ = await asyncio.wait({getter}, timeout=wait_s)
-        finally:
-            if not getter.done():
-                getter.cancel()
-        if getter in done and not getter.cancelled():
-            await self._on_demand.put(getter.result())
 
     async def _read_on_demand(self, meter: M, future: asyncio.Future[list[Reading]]) -> None:
         self.counters["on_demand"] += 1

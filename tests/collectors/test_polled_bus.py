@@ -125,3 +125,24 @@ async def test_reading_an_unknown_meter_is_a_key_error():
     bus = ScriptedBus([FakeMeter("a")], ListSink(), {"a": []}, FastClock())
     with pytest.raises(KeyError):
         await bus.read_now("nope")
+
+
+async def test_stop_lets_the_read_in_progress_finish_and_then_run_returns():
+    sink = ListSink()
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    class SlowBus(ScriptedBus):
+        async def read_meter(self, meter):
+            started.set()
+            await release.wait()
+            return await super().read_meter(meter)
+
+    bus = SlowBus([FakeMeter("a")], sink, {"a": [Decimal(3)]}, FastClock())
+    task = asyncio.ensure_future(bus.run())
+    async with asyncio.timeout(10):
+        await started.wait()
+        bus.stop()
+        release.set()
+        await task
+    assert [r.value for r in sink.records if isinstance(r, Reading)] == [Decimal(3)]
