@@ -168,6 +168,11 @@ class MBusCollector(PolledBus[MBusMeter]):
         self._addresses = {meter.name: meter.address if meter.address is not None else parse_secondary(meter.secondary or "")
                            for meter in meters}
 
+    @classmethod
+    def from_config(cls, bus: MBusBus, meters: Sequence[MBusMeter], sink: Sink, tz: ZoneInfo) -> MBusCollector:
+        """What ``gateway.app`` calls for every ``protocol = "mbus"`` bus."""
+        return cls(bus, meters, sink, tz)
+
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[MBusMaster]:
         async with open_transport(self.line, port=self.bus.port, tcp=self.bus.tcp) as transport:
