@@ -29,7 +29,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from gateway.codecs.mbus.application import (
@@ -151,14 +151,21 @@ def is_wildcard(mask: SecondaryAddressMask) -> bool:
 
 
 def narrower(mask: SecondaryAddressMask) -> list[SecondaryAddressMask]:
-    """The ten masks with the leftmost wildcard digit of the identification set to 0..9
-    (empty when the identification has no wildcard left)."""
+    """The masks that split ``mask`` when several meters match it: the leftmost wildcard
+    digit of the identification set to 0..9; once the identification is complete (meters
+    of different manufacturers may share one), each medium 0..254, then each version
+    (those bytes have no partial wildcard; 0xFF means "any"). Empty when nothing is left
+    to narrow."""
     ident = mask.identification.upper()
     position = ident.find("F")
-    if position < 0:
-        return []
-    return [SecondaryAddressMask(ident[:position] + str(digit) + ident[position + 1:], mask.manufacturer,
-                                 mask.version, mask.medium) for digit in range(10)]
+    if position >= 0:
+        return [replace(mask, identification=ident[:position] + str(digit) + ident[position + 1:])
+                for digit in range(10)]
+    if mask.medium is None:
+        return [replace(mask, medium=medium) for medium in range(0xFF)]
+    if mask.version is None:
+        return [replace(mask, version=version) for version in range(0xFF)]
+    return []
 
 
 def address_of(response: Response) -> SecondaryAddressMask:
@@ -334,7 +341,7 @@ class MBusMaster:
             elif outcome == "collision":
                 narrowed = narrower(current)
                 if not narrowed:
-                    result.collisions.append(f"{describe(current)}: several meters share this identification")
+                    result.collisions.append(f"{describe(current)}: several meters answer to this full address")
                 pending[0:0] = narrowed
             if progress:
                 progress(done, done + len(pending), secondary_text(current))

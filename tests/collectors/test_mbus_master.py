@@ -67,7 +67,14 @@ def test_narrowing_sets_the_leftmost_wildcard_digit():
     masks = narrower(SecondaryAddressMask("12FF4FFF", "ABC"))
     assert [m.identification for m in masks] == [f"12{d}F4FFF" for d in range(10)]
     assert all(m.manufacturer == "ABC" for m in masks)
-    assert narrower(SecondaryAddressMask("12345678")) == []
+
+
+def test_a_complete_identification_narrows_by_medium_then_by_version():
+    by_medium = narrower(SecondaryAddressMask("12345678"))
+    assert [m.medium for m in by_medium] == list(range(255))
+    by_version = narrower(by_medium[7])
+    assert [(m.medium, m.version) for m in by_version] == [(7, v) for v in range(255)]
+    assert narrower(by_version[3]) == []
 
 
 # -- the frame count bit ------------------------------------------------------------------------
@@ -232,13 +239,24 @@ async def test_secondary_scan_narrows_through_collisions_and_finds_every_meter_o
     assert steps[-1][0] == steps[-1][1] == len(steps)
 
 
-async def test_secondary_scan_reports_meters_that_share_an_identification():
-    bus = SimulatedBus([SimulatedSlave(1, MeterModel(identification="55555555")),
+async def test_secondary_scan_separates_meters_sharing_an_identification_by_medium(monkeypatch):
+    # 255 media to probe: a shorter reply margin keeps the test quick (the simulator
+    # answers within a few milliseconds in this event loop).
+    monkeypatch.setattr("gateway.collectors.mbus_master.REPLY_MARGIN_S", 0.015)
+    bus = SimulatedBus([SimulatedSlave(1, MeterModel(identification="55555555", medium=4)),
                         SimulatedSlave(2, MeterModel(identification="55555555", medium=7))])
-    async with master_on_pty(bus, baud=38400, retries=0) as master:
-        result = await master.scan_secondary(mask=SecondaryAddressMask("5555555F"))
+    async with master_on_pty(bus, baud=38400, paced=False, retries=0) as master:
+        result = await master.scan_secondary(mask=SecondaryAddressMask("55555555", version=1))
+    assert sorted(m.secondary.medium for m in result.meters) == [4, 7]
+    assert result.collisions == []
+
+
+async def test_meters_with_the_same_full_address_are_reported_as_unresolved():
+    twins = [SimulatedSlave(n, MeterModel(identification="55555555", energy_wh=n)) for n in (1, 2)]
+    async with master_on_pty(SimulatedBus(twins), retries=0) as master:
+        result = await master.scan_secondary(mask=SecondaryAddressMask("55555555", version=1, medium=4))
     assert result.meters == []
-    assert result.collisions == ["secondary address 55555555FFFFFFFF: several meters share this identification"]
+    assert result.collisions == ["secondary address 55555555FFFF0104: several meters answer to this full address"]
 
 
 async def test_values_come_through_exactly():
