@@ -9,7 +9,8 @@ Timing (EN 13757-2 clause 5 and the M-Bus documentation, as jMBus and libmbus ap
   waits ``330 bit times + 50 ms`` (plus the bus's ``extra_timeout_ms``) after the request
   has left the wire (so the request's own transmit time counts too);
 * once a reply has started, the rest of the frame must follow at line speed: the master
-  waits for the bytes still missing at 11 bits each, plus the same 50 ms + extra margin;
+  waits for the bytes still missing at 11 bits each, plus 330 bit times + 50 ms + extra
+  for a pause (converters and TCP serial servers deliver in bursts);
 * the line is idle for at least 33 bit times between the end of a reply and the next
   request;
 * a request that got no answer is repeated with the same FCB, at most ``retries`` times;
@@ -91,8 +92,11 @@ class Timing:
                 + REPLY_MARGIN_S + self.extra_s)
 
     def completion_timeout(self, bytes_missing: int) -> float:
-        """How long the rest of a started frame may take to arrive."""
-        return self.line.transmit_time(max(1, bytes_missing)) + REPLY_MARGIN_S + self.extra_s
+        """How long the rest of a started frame may take to arrive: its wire time, plus a
+        pause as long as a slave's longest turnaround (converters and TCP serial servers
+        deliver in bursts), plus the margins."""
+        return (self.line.transmit_time(max(1, bytes_missing)) + self.line.bit_times(SLAVE_MAX_DELAY_BITS)
+                + REPLY_MARGIN_S + self.extra_s)
 
     @property
     def idle_gap(self) -> float:

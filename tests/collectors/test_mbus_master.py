@@ -42,9 +42,9 @@ def test_reply_timeout_at_2400_baud_is_160_ms_for_a_short_frame_plus_the_extra_m
     assert Timing(LineSettings(2400), extra_s=0.2).reply_timeout(5) * 1000 == pytest.approx(410.417, abs=0.01)
 
 
-def test_the_rest_of_a_started_frame_may_take_its_wire_time_plus_the_margin():
+def test_the_rest_of_a_started_frame_may_take_its_wire_time_plus_a_turnaround_pause_and_the_margin():
     timing = Timing(LineSettings(300), extra_s=0.01)
-    assert timing.completion_timeout(100) == pytest.approx(1100 / 300 + 0.060)
+    assert timing.completion_timeout(100) == pytest.approx(1100 / 300 + 330 / 300 + 0.060)
 
 
 # -- secondary address text forms --------------------------------------------------------------
