@@ -27,6 +27,20 @@ def pty_pair():
         os.close(near)
 
 
+@pytest.fixture
+async def serial(pty_pair):
+    """(far end fd, an open 2400 8E1 serial transport on the near end)."""
+    far, path = pty_pair
+    async with SerialTransport(path, LineSettings(2400)) as transport:
+        yield far, transport
+
+
+async def arrive(far: int, data: bytes) -> None:
+    """The device sends ``data``; give the event loop time to receive it."""
+    os.write(far, data)
+    await asyncio.sleep(0.05)
+
+
 def read_far(fd: int) -> bytes:
     try:
         return os.read(fd, 4096)
@@ -59,15 +73,14 @@ def test_a_pseudo_terminal_is_recognised_and_a_regular_file_is_not(pty_pair, tmp
     assert not is_pseudo_terminal(str(tmp_path))
 
 
-async def test_serial_transport_writes_and_reads_what_arrives(pty_pair):
-    far, path = pty_pair
-    async with SerialTransport(path, LineSettings(2400)) as transport:
-        await transport.write(b"\x10\x40\x01\x41\x16")
-        await asyncio.sleep(0.05)
-        assert read_far(far) == b"\x10\x40\x01\x41\x16"
-        os.write(far, b"\xE5")
-        assert await transport.read(timeout_s=1) == b"\xE5"
-        assert transport.bytes_sent == 5 and transport.bytes_received == 1
+async def test_serial_transport_writes_and_reads_what_arrives(serial):
+    far, transport = serial
+    await transport.write(b"\x10\x40\x01\x41\x16")
+    await asyncio.sleep(0.05)
+    assert read_far(far) == b"\x10\x40\x01\x41\x16"
+    os.write(far, b"\xE5")
+    assert await transport.read(timeout_s=1) == b"\xE5"
+    assert transport.bytes_sent == 5 and transport.bytes_received == 1
 
 
 async def test_serial_read_of_a_silent_device_raises_device_timeout(pty_pair):
@@ -77,24 +90,20 @@ async def test_serial_read_of_a_silent_device_raises_device_timeout(pty_pair):
             await transport.read(timeout_s=0.03)
 
 
-async def test_reset_input_discards_stale_bytes_and_counts_them(pty_pair):
-    far, path = pty_pair
-    async with SerialTransport(path, LineSettings(2400)) as transport:
-        os.write(far, b"late reply")
-        await asyncio.sleep(0.05)
-        assert transport.reset_input() == 10
-        assert transport.bytes_discarded == 10
-        with pytest.raises(DeviceTimeout):
-            await transport.read(timeout_s=0.02)
+async def test_reset_input_discards_stale_bytes_and_counts_them(serial):
+    far, transport = serial
+    await arrive(far, b"late reply")
+    assert transport.reset_input() == 10
+    assert transport.bytes_discarded == 10
+    with pytest.raises(DeviceTimeout):
+        await transport.read(timeout_s=0.02)
 
 
-async def test_read_returns_at_most_max_bytes_and_keeps_the_rest(pty_pair):
-    far, path = pty_pair
-    async with SerialTransport(path, LineSettings(2400)) as transport:
-        os.write(far, b"abcdef")
-        await asyncio.sleep(0.05)
-        assert await transport.read(4, timeout_s=1) == b"abcd"
-        assert await transport.read(4, timeout_s=1) == b"ef"
+async def test_read_returns_at_most_max_bytes_and_keeps_the_rest(serial):
+    far, transport = serial
+    await arrive(far, b"abcdef")
+    assert await transport.read(4, timeout_s=1) == b"abcd"
+    assert await transport.read(4, timeout_s=1) == b"ef"
 
 
 async def test_the_baud_rate_changes_mid_session(pty_pair):
