@@ -25,12 +25,13 @@ the frame (or in the user data when no frame offset was given) and the field.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Union
 
 from gateway.codecs.mbus import link, tables
-from gateway.codecs.mbus.datatypes import decode_bcd, decode_int, encode_bcd, encode_int
+from gateway.codecs.mbus.datatypes import decode_bcd, decode_int
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.records import DataRecord, RecordBlock, decode_records, encode_record
 from gateway.model import value_text
@@ -237,7 +238,7 @@ def decode_user_data(user_data: bytes, *, offset: int = 0) -> Response:
         return _decode_ci(ci, data, offset)
     except MBusFrameError:
         raise
-    except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:  # pragma: no cover - defensive
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError, struct.error) as exc:  # pragma: no cover
         raise MBusFrameError(f"undecodable application data: {exc}", offset=offset, field="CI") from exc
 
 
@@ -279,13 +280,13 @@ def _long_header(raw: bytes, msb_first: bool) -> Header:
     if msb_first:
         ident, manufacturer, signature = ident[::-1], manufacturer[::-1], signature[::-1]
     return Header(
-        identification=ident[::-1].hex().upper(),
-        manufacturer=manufacturer_letters(int.from_bytes(manufacturer, "little")),
-        version=raw[6],
-        medium=raw[7],
-        access_number=raw[8],
-        status=raw[9],
-        signature=int.from_bytes(signature, "little"),
+        ident[::-1].hex().upper(),
+        manufacturer_letters(int.from_bytes(manufacturer, "little")),
+        raw[6],  # version
+        raw[7],  # medium
+        raw[8],  # access number
+        raw[9],  # status
+        int.from_bytes(signature, "little"),
     )
 
 
@@ -328,11 +329,6 @@ def _counter(function: str, unit_code: int, first_unit: int | None, raw: bytes, 
     return FixedRecord(function, entry.quantity, entry.unit, value, unit_code, raw, offset, modifiers)
 
 
-def fixed_counter_bytes(value: int, *, binary: bool) -> bytes:
-    """The 4 bytes of a fixed-structure counter (mantissa), BCD or binary."""
-    return encode_int(value, 4) if binary else encode_bcd(value, 4)
-
-
 # --- whole frames ----------------------------------------------------------------------------
 
 #: Where the CI field sits in a long or control frame: 68 L L 68 C A CI.
@@ -355,7 +351,7 @@ def decode_response(data: bytes) -> ResponseFrame:
         raise MBusFrameError(
             f"a {type(frame).__name__} carries no application data", offset=0, field="start"
         )
-    if frame.control.from_master:
+    if frame.c & link.C_PRM:
         raise MBusFrameError(
             f"frame from the master ({frame.control.function}), not a slave response", offset=4, field="C"
         )

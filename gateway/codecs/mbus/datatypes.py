@@ -69,8 +69,11 @@ def shortest_float32_text(number: float) -> str:
     packed = _FLOAT32.pack(number)
     for precision in range(1, 10):
         text = f"{number:.{precision}g}"
-        if _FLOAT32.pack(float(text)) == packed:
-            return text
+        try:
+            if _FLOAT32.pack(float(text)) == packed:
+                return text
+        except OverflowError:  # rounded up past the largest float32
+            continue
     return repr(number)
 
 

@@ -24,6 +24,7 @@ libmbus reads it.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Context, Decimal
@@ -157,6 +158,29 @@ class DataRecord:
         return (layout.vif & 0x7F) == tables.VIF_MANUFACTURER or "manufacturer specific" in layout.modifiers
 
 
+def _record_builder():
+    """``DataRecord(layout, raw, offset, value)`` at half the cost of the frozen
+    dataclass's ``__init__`` (which goes through ``object.__setattr__`` per field): the
+    decoder builds one per record of every telegram. The slots are set once, before
+    anyone holds the object, so it is as immutable as one built the usual way."""
+    new = object.__new__
+    set_layout, set_raw = DataRecord.layout.__set__, DataRecord.raw.__set__
+    set_offset, set_value = DataRecord.offset.__set__, DataRecord.value.__set__
+
+    def build(layout: RecordLayout, raw: bytes, offset: int, value: Value) -> DataRecord:
+        record = new(DataRecord)
+        set_layout(record, layout)
+        set_raw(record, raw)
+        set_offset(record, offset)
+        set_value(record, value)
+        return record
+
+    return build
+
+
+_new_record = _record_builder()
+
+
 @dataclass(frozen=True, slots=True)
 class RecordBlock:
     """A decoded sequence of data records, and what followed DIF 0x0F/0x1F."""
@@ -179,7 +203,7 @@ def decode_records(data: bytes, *, offset: int = 0, msb_first: bool = False) -> 
         return _parse(bytes(data), offset, msb_first)
     except MBusFrameError:
         raise
-    except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:  # pragma: no cover - defensive
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError, struct.error) as exc:  # pragma: no cover
         raise MBusFrameError(f"undecodable record: {exc}", offset=offset, field="record") from exc
 
 
@@ -205,19 +229,12 @@ def _parse(data: bytes, base: int, msb_first: bool) -> RecordBlock:
                 return RecordBlock(
                     tuple(records), dif == _MORE_RECORDS_FOLLOW, data[pos + 1 :], base + pos + 1
                 )
+            if dif == tables.DIF_GLOBAL_READOUT:
+                raise _fail("DIF 0x7F (global readout request) is sent by a master, not in a response", base + pos, "DIF")
             raise _fail(f"reserved special function DIF 0x{dif:02X}", base + pos, "DIF")
         pos += 1
         if dif & 0x80:
-            count = 0
-            while True:
-                if pos >= end:
-                    raise _fail("premature end of record: DIFE expected", base + pos, "DIFE")
-                if count == tables.MAX_DIFE:
-                    raise _fail(f"more than {tables.MAX_DIFE} DIFEs", base + pos, "DIFE")
-                count += 1
-                pos += 1
-                if not data[pos - 1] & 0x80:
-                    break
+            pos = _after_extensions(data, pos, base, "DIFE", tables.MAX_DIFE)
         if pos >= end:
             raise _fail("premature end of record: VIF expected", base + pos, "VIF")
         vif = data[pos]
@@ -230,16 +247,7 @@ def _parse(data: bytes, base: int, msb_first: bool) -> RecordBlock:
                 raise _fail(f"plain-text VIF of {length} characters runs past the end of the data", base + pos, "VIF")
             pos += 1 + length
         if vif & 0x80:
-            count = 0
-            while True:
-                if pos >= end:
-                    raise _fail("premature end of record: VIFE expected", base + pos, "VIFE")
-                if count == tables.MAX_VIFE:
-                    raise _fail(f"more than {tables.MAX_VIFE} VIFEs", base + pos, "VIFE")
-                count += 1
-                pos += 1
-                if not data[pos - 1] & 0x80:
-                    break
+            pos = _after_extensions(data, pos, base, "VIFE", tables.MAX_VIFE)
         if dif & 0x0F == 0x0D:  # variable length: the LVAR byte says how long
             if pos >= end:
                 raise _fail("premature end of record: LVAR byte expected", base + pos, "LVAR")
@@ -265,16 +273,31 @@ def _parse(data: bytes, base: int, msb_first: bool) -> RecordBlock:
             value = int.from_bytes(data[pos:data_end], "little", signed=True) * layout.scale
             if layout.offset_value is not None:
                 value += layout.offset_value
-            append(DataRecord(layout, data[start:data_end], base + start, value))
+            append(_new_record(layout, data[start:data_end], base + start, value))
         elif decoder == _BCD and (digits := data[pos:data_end][::-1].hex()).isdigit() and not msb_first:
             value = int(digits) * layout.scale
             if layout.offset_value is not None:
                 value += layout.offset_value
-            append(DataRecord(layout, data[start:data_end], base + start, value))
+            append(_new_record(layout, data[start:data_end], base + start, value))
         else:
             append(_decoded(layout, data[start:data_end], base + start, data[pos:data_end], msb_first))
         pos = data_end
     return RecordBlock(tuple(records))
+
+
+def _after_extensions(data: bytes, pos: int, base: int, name: str, limit: int) -> int:
+    """Where a chain of DIFEs or VIFEs (each with the extension bit set but the last)
+    starting at ``pos`` ends; at most ``limit`` of them (clause 6.3.2, 6.4.2)."""
+    end = len(data)
+    for count in range(limit + 1):
+        if pos >= end:
+            raise _fail(f"premature end of record: {name} expected", base + pos, name)
+        if count == limit:
+            raise _fail(f"more than {limit} {name}s", base + pos, name)
+        pos += 1
+        if not data[pos - 1] & 0x80:
+            return pos
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 _LAYOUTS: dict[bytes, RecordLayout] = {}
@@ -354,23 +377,23 @@ def _decoded(layout: RecordLayout, raw: bytes, offset: int, field: bytes, msb_fi
     if decoder == _BCD or decoder == _LVAR_BCD or decoder == _LVAR_NEGATIVE_BCD:
         mantissa = datatypes.decode_bcd(field)
         if mantissa is None:
-            return DataRecord(layout, raw, offset, None)
+            return _new_record(layout, raw, offset, None)
         if decoder == _LVAR_NEGATIVE_BCD:
             mantissa = -mantissa
-        return DataRecord(layout, raw, offset, _scaled(mantissa, layout))
+        return _new_record(layout, raw, offset, _scaled(mantissa, layout))
     if decoder == _TIME:
         kind = layout.time_kind
-        return DataRecord(layout, raw, offset, datatypes.time_value(kind, field))
+        return _new_record(layout, raw, offset, datatypes.time_value(kind, field))
     if decoder == _REAL:
         value = datatypes.decode_real(field)
-        return DataRecord(layout, raw, offset, _scaled(value, layout) if value.is_finite() else value)
+        return _new_record(layout, raw, offset, _scaled(value, layout) if value.is_finite() else value)
     if decoder == _INT_MSB_FIRST:
-        return DataRecord(layout, raw, offset, _scaled(datatypes.decode_int(field), layout))
+        return _new_record(layout, raw, offset, _scaled(datatypes.decode_int(field), layout))
     if decoder == _TEXT:
-        return DataRecord(layout, raw, offset, field[::-1].decode("latin-1"))
+        return _new_record(layout, raw, offset, field[::-1].decode("latin-1"))
     if decoder == _BINARY:
-        return DataRecord(layout, raw, offset, field)
-    return DataRecord(layout, raw, offset, None)  # no data, or selection for readout
+        return _new_record(layout, raw, offset, field)
+    return _new_record(layout, raw, offset, None)  # no data, or selection for readout
 
 
 def _scaled(mantissa: int | Decimal, layout: RecordLayout) -> Decimal:
@@ -395,6 +418,8 @@ def _interpret_vib(vif: int, vifes: tuple[int, ...], text: str | None) -> _Meani
     key = (vif, vifes, text)
     cached = _MEANINGS.get(key)
     if cached is None:
+        if len(_MEANINGS) >= _LAYOUT_CACHE_SIZE:  # plain texts are arbitrary: stay bounded
+            _MEANINGS.clear()
         cached = _MEANINGS[key] = _interpret_uncached(vif, vifes, text)
     return cached
 

@@ -320,3 +320,9 @@ def test_every_table_has_an_entry_for_every_code():
     assert len(tables.PRIMARY_VIFS) == len(tables.FD_VIFS) == len(tables.FB_VIFS) == 128
     assert len(tables.COMBINABLE_VIFES) == len(tables.COMBINABLE_EXTENSION_VIFES) == 128
     assert tables.FD_VIFS[0x17].quantity == "Error flags" and tables.FB_VIFS[0x00].scaler == 5
+
+
+def test_the_largest_float32_has_a_shortest_decimal_too():
+    record = one("05 2B FF FF 7F 7F")
+    assert record.value == Decimal("3.4028235e+38")
+    assert encode_record(record) == record.raw
