@@ -127,9 +127,9 @@ class MeterModel:
     """A heat meter whose values move with time: energy and volume count up at a steady
     power and flow, the flow temperature swings slowly, the clock follows ``wall_clock``.
 
-    ``telegrams=2`` splits the readout: current values first (ending with DIF 0x1F, "more
-    records follow"), then the billing values (storage 1: energy and date of the last
-    midnight). Records and frames come from the application layer's encoder, so what
+    ``telegrams_count=2`` splits the readout: current values first (ending with DIF 0x1F,
+    "more records follow"), then the billing values (storage 1: the energy the model
+    started with, and today's date). Records and frames come from the application layer's encoder, so what
     the master decodes is what a codec round trip gives.
     """
 
@@ -170,10 +170,9 @@ class MeterModel:
             make_record(0x59, Decimal("75.00"), function="maximum value"),
             make_record(0x6D, now),  # date and time, type F
         ]
-        midnight = datetime.combine(now.date(), datetime.min.time())
-        billing = [
+        billing = [  # the values at the start of the model's run, "billed" today
             make_record(0x03, Decimal(self.energy_wh), storage=1),
-            make_record(0x6C, midnight.date(), storage=1),  # date, type G
+            make_record(0x6C, now.date(), storage=1),  # date, type G
         ]
         groups = [current + billing] if self.telegrams_count <= 1 else [current, billing]
         frames = []
@@ -391,7 +390,8 @@ async def serve_pty(bus: SimulatedBus, pacing: Pacing | None = None) -> AsyncIte
     master_fd, slave_fd = os.openpty()
     tty.setraw(slave_fd)  # no echo, no line discipline until the master configures it
     os.set_blocking(master_fd, False)
-    responder = _Responder(bus, pacing or Pacing(), lambda data: _write_all(master_fd, data))
+    writer = _PtyWriter(master_fd)
+    responder = _Responder(bus, pacing or Pacing(), writer.write)
 
     def readable() -> None:
         try:
@@ -406,9 +406,10 @@ async def serve_pty(bus: SimulatedBus, pacing: Pacing | None = None) -> AsyncIte
     loop.add_reader(master_fd, readable)
     task = asyncio.ensure_future(responder.run())
     try:
-        yield PtyServer(os.ttyname(slave_fd), bus, lambda data: _write_all(master_fd, data))
+        yield PtyServer(os.ttyname(slave_fd), bus, writer.write)
     finally:
         loop.remove_reader(master_fd)
+        writer.close()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -416,15 +417,32 @@ async def serve_pty(bus: SimulatedBus, pacing: Pacing | None = None) -> AsyncIte
         os.close(slave_fd)  # kept open until now so the master side never reads EIO
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
+class _PtyWriter:
+    """Writes to the pty without blocking the event loop: what the pty's buffer (4 KiB)
+    cannot take now waits here and goes out when the fd is writable again."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pending = bytearray()
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes) -> None:
+        self._pending += data
+        self._flush()
+
+    def _flush(self) -> None:
         try:
-            written = os.write(fd, view)
+            written = os.write(self._fd, self._pending) if self._pending else 0
         except BlockingIOError:
-            time.sleep(0.001)  # the pty's buffer (4 KiB) is full: the master is slow to read
-            continue
-        view = view[written:]
+            written = 0
+        del self._pending[:written]
+        if self._pending:
+            self._loop.add_writer(self._fd, self._flush)
+        else:
+            self._loop.remove_writer(self._fd)
+
+    def close(self) -> None:
+        self._loop.remove_writer(self._fd)
 
 
 @dataclass
