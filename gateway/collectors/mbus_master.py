@@ -150,10 +150,6 @@ def secondary_text(mask: SecondaryAddressMask) -> str:
     return mask.identification.upper() + mask.to_bytes()[4:].hex().upper()
 
 
-def is_wildcard(mask: SecondaryAddressMask) -> bool:
-    return "F" in mask.identification.upper() or None in (mask.manufacturer, mask.version, mask.medium)
-
-
 def narrower(mask: SecondaryAddressMask) -> list[SecondaryAddressMask]:
     """The masks that split ``mask`` when several meters match it: the leftmost wildcard
     digit of the identification set to 0..9; once the identification is complete (meters

@@ -3,6 +3,10 @@ simulator (paced at the baud rate) and the independent one in tests/peers/mbus-s
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+
 import pytest
 
 from gateway.codecs.mbus.application import VariableDataResponse, decode_response
@@ -10,7 +14,7 @@ from gateway.collectors.mbus_master import Collision, MBusMaster, parse_secondar
 from gateway.errors import DeviceTimeout
 from gateway.transports import LineSettings, open_transport
 
-from tests.collectors.mbus_helpers import CORPUS, frame_file, simulator_process
+from tests.collectors.mbus_helpers import CORPUS, PEER, ROOT, frame_file, simulator_process
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +116,21 @@ async def test_a_bad_checksum_meter_is_a_counted_error_and_the_others_are_still_
         readout, counters = await with_master(pty, read_both, retries=1)
     assert readout.telegrams[0].response == decoded(slaves[2][0])
     assert counters["errors"] == 2 and counters["retries"] == 1
+
+
+async def test_the_independent_simulator_over_tcp_is_read_like_a_serial_line():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, str(PEER), "--tcp", str(port), f"5:{frame_file('EDC')}"],
+                               stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert process.stdout.readline().strip() == f"TCP 127.0.0.1:{port}"
+        line = LineSettings(BAUD)
+        async with open_transport(line, tcp=f"127.0.0.1:{port}") as transport:
+            readout = await MBusMaster(transport, line).read(5)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stdout.close()
+    assert readout.telegrams[0].response == decoded(frame_file("EDC"))

@@ -11,6 +11,7 @@ from gateway.codecs.mbus.application import SecondaryAddressMask, decode_user_da
 from gateway.codecs.mbus.link import decode_frame
 from gateway.collectors.mbus_master import (
     Collision,
+    MBusMaster,
     MeterApplicationError,
     Timing,
     narrower,
@@ -19,8 +20,8 @@ from gateway.collectors.mbus_master import (
 )
 from gateway.config import SERIAL_BAUD_RATES
 from gateway.errors import DeviceTimeout
-from gateway.simulators.mbus import FrameTelegrams, MeterModel, SimulatedBus, SimulatedSlave
-from gateway.transports import LineSettings
+from gateway.simulators.mbus import FrameTelegrams, MeterModel, Pacing, SimulatedBus, SimulatedSlave, serve_tcp
+from gateway.transports import LineSettings, open_transport
 
 from tests.collectors.mbus_helpers import RecordingBus, frame_file, master_on_pty, slave
 
@@ -264,3 +265,11 @@ async def test_values_come_through_exactly():
         readout = await master.read(1)
     energy = next(r for r in readout.telegrams[0].response.records if r.quantity == "Energy")
     assert isinstance(energy.value, Decimal) and energy.value >= 42
+
+
+async def test_a_meter_behind_a_tcp_serial_server_is_read_the_same_way():
+    line = LineSettings(9600)
+    async with serve_tcp(SimulatedBus([slave(2, "EDC")]), Pacing(line)) as server:
+        async with open_transport(line, tcp=f"{server.host}:{server.port}") as transport:
+            readout = await MBusMaster(transport, line).read(2)
+    assert readout.telegrams[0].response.header.identification == "11120895"
