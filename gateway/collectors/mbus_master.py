@@ -266,32 +266,17 @@ class MBusMaster:
         selection matching several meters), MeterApplicationError (CI 0x70) or
         MBusFrameError (a well-framed reply whose application data is malformed).
         """
-        async with self._claim():
-            if isinstance(address, SecondaryAddressMask):
-                await self._select(address)
-                try:
-                    telegrams = await self._read_telegrams(ADDRESS_NETWORK_LAYER, describe(address))
-                finally:
-                    await self._deselect()
-            else:
-                await self._reset_link(address)
-                telegrams = await self._read_telegrams(address, describe(address))
+        async with self._claim(), self._talk_to(address) as link:
+            if link != ADDRESS_NETWORK_LAYER:
+                await self._reset_link(link)
+            telegrams = await self._read_telegrams(link, describe(address))
         return Readout(address, tuple(telegrams))
 
     async def set_primary_address(self, address: int | SecondaryAddressMask, new_address: int) -> None:
         """SND_UD CI 0x51 with the record ``01 7A new`` (EN 13757-3, bus address)."""
-        async with self._claim():
-            selected = isinstance(address, SecondaryAddressMask)
-            target = ADDRESS_NETWORK_LAYER if selected else address
-            if selected:
-                await self._select(address)  # type: ignore[arg-type]
-            try:
-                await self._transact(set_primary_address(target, new_address), describe(address),  # type: ignore[arg-type]
-                                     expect=SingleCharacter)
-            finally:
-                if selected:
-                    await self._deselect()
-            self._next_fcb.pop(target, None)  # type: ignore[arg-type]
+        async with self._claim(), self._talk_to(address) as link:
+            await self._transact(set_primary_address(link, new_address), describe(address), expect=SingleCharacter)
+            self._next_fcb.pop(link, None)
 
     async def scan_primary(self, progress: Progress | None = None, *, first: int = 0,
                            last: int = ADDRESS_LAST) -> ScanResult:
@@ -348,6 +333,19 @@ class MBusMaster:
         return result
 
     # -- link procedures (callers hold the port) ------------------------------------------
+
+    @asynccontextmanager
+    async def _talk_to(self, address: int | SecondaryAddressMask) -> AsyncIterator[int]:
+        """The link address to use for ``address``: a primary address as it is; a
+        secondary address selects its meter, which then answers at 253 until deselected."""
+        if not isinstance(address, SecondaryAddressMask):
+            yield address
+            return
+        await self._select(address)
+        try:
+            yield ADDRESS_NETWORK_LAYER
+        finally:
+            await self._deselect()
 
     async def _reset_link(self, address: int) -> None:
         await self._transact(snd_nke(address), describe(address), expect=SingleCharacter)
