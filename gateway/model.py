@@ -43,8 +43,6 @@ def decimal_text(number: Decimal) -> str:
 
     ``Decimal("1.2E+3")`` prints ``1200``; ``Decimal("-0.0010")`` keeps its digits.
     """
-    if number == number.to_integral_value() and number.as_tuple().exponent > 0:
-        return str(number.quantize(Decimal(1)))
     return format(number, "f")
 
 
@@ -127,3 +125,13 @@ class Event:
 
 
 Record = Union[Reading, Event]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record as the store keeps it: its gateway-wide sequence number (never reused) and
+    the gateway time at which it was committed."""
+
+    seq: int
+    record: Record
+    stored_at: datetime

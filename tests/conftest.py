@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# The independent DLMS/COSEM meter fixtures (dlms_meter, dlms_meter_serial, ...).
+pytest_plugins = ("tests.dlms_peer",)
+
 DATA = Path(__file__).parent / "data"
 
 

@@ -504,14 +504,6 @@ def header_to_json(header: Header, ci: int) -> dict[str, object]:
     }
 
 
-def _value_text(value) -> str | None:
-    # format(..., "f") writes any Decimal in plain digits, however large its exponent
-    # (a 32-bit real times 10^3 can reach 3.4E+41); NaN and infinities by name.
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    return value_text(value)
-
-
 def record_to_json(record: DataRecord | FixedRecord) -> dict[str, object]:
     """One record as the CLI prints it; ``value`` is a string (exact decimal, ISO date,
     text, or hex of binary data in transmission order) or null."""
@@ -521,7 +513,7 @@ def record_to_json(record: DataRecord | FixedRecord) -> dict[str, object]:
         "tariff": record.tariff,
         "subunit": record.subunit,
         "quantity": record.quantity,
-        "value": _value_text(record.value),
+        "value": value_text(record.value),
         "unit": record.unit,
     }
     if isinstance(record, DataRecord):
