@@ -412,12 +412,16 @@ class MBusMaster:
                 frame = await self._request_data(ADDRESS_NETWORK_LAYER, describe(mask), retry_garbled=False)
                 await self._expect_silence(f"{describe(mask)} matches more than one meter")
                 return "single", FoundMeter(frame.a, address_of(_decode(frame, describe(mask))), frame)
-            except Collision:
+            except (Collision, MBusFrameError) as exc:
+                # A frame that passes the link layer but makes no sense above it is most
+                # likely two replies AND-ed into a valid checksum: narrow further.
+                log.debug("scan: %s: %s", describe(mask), exc)
                 return "collision", None
             except DeviceTimeout:
                 return "nothing", None
-            except (MBusFrameError, MeterApplicationError) as exc:
-                log.warning("scan: the meter matching %s sent data without an address: %s", describe(mask), exc)
+            except MeterApplicationError as exc:
+                log.warning("scan: the meter matching %s answers with an error, not its address: %s",
+                            describe(mask), exc)
                 return "nothing", None
             finally:
                 await self._deselect()

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from gateway.codecs.mbus.application import SecondaryAddressMask, decode_user_data, req_ud2, snd_nke
-from gateway.codecs.mbus.link import decode_frame
+from gateway.codecs.mbus.link import LongFrame, decode_frame
 from gateway.collectors.mbus_master import (
     Collision,
     MBusMaster,
@@ -228,7 +228,10 @@ async def test_primary_scan_finds_each_meter_with_its_secondary_address_and_repo
 
 async def test_secondary_scan_narrows_through_collisions_and_finds_every_meter_once():
     ids = ["12345678", "12345679", "12340000", "00000001", "99999999"]
-    bus = SimulatedBus([SimulatedSlave(n, MeterModel(identification=i)) for n, i in enumerate(ids, start=1)])
+    # Real meters differ in their values too; identical frames but for one identification
+    # bit would AND into a valid frame half of the time, on a real bus as here.
+    bus = SimulatedBus([SimulatedSlave(n, MeterModel(identification=i, energy_wh=1000 * n, volume_l=77 * n))
+                        for n, i in enumerate(ids, start=1)])
     steps = []
     async with master_on_pty(bus, baud=38400, retries=0) as master:
         result = await master.scan_secondary(lambda done, total, what: steps.append((done, total)))
@@ -273,3 +276,20 @@ async def test_a_meter_behind_a_tcp_serial_server_is_read_the_same_way():
         async with open_transport(line, tcp=f"{server.host}:{server.port}") as transport:
             readout = await MBusMaster(transport, line).read(2)
     assert readout.telegrams[0].response.header.identification == "11120895"
+
+
+async def test_a_scan_reply_that_passes_the_checksum_but_not_the_application_layer_is_narrowed():
+    class AndedIntoValidChecksum(SimulatedBus):
+        """Two meters' replies to the first probe AND into a checksum-valid nonsense frame."""
+
+        def handle(self, request):
+            reply = super().handle(request)
+            if request.to_bytes() == req_ud2(253, fcb=True) and self.requests <= 3:
+                return LongFrame(0x08, 0, 0x72, b"\x01\x02").to_bytes()
+            return reply
+
+    bus = AndedIntoValidChecksum([SimulatedSlave(1, MeterModel(identification="30000000")),
+                                  SimulatedSlave(2, MeterModel(identification="70000000", energy_wh=5))])
+    async with master_on_pty(bus, baud=38400, retries=0) as master:
+        result = await master.scan_secondary()
+    assert sorted(m.secondary.identification for m in result.meters) == ["30000000", "70000000"]
