@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.verify",
     "gateway.cli.readings",
     "gateway.cli.status",
+    "gateway.cli.mbus_bus",
 )
 
 VERB_HELP = {
