@@ -1090,6 +1090,22 @@ class _SyncStore:
         )
 
 
+def writer_running(path: Path) -> bool:
+    """Whether a process (the daemon) holds the store's writer lock right now."""
+    lock_file = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_file, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def quarantined_files(path: Path) -> list[Path]:
     """The quarantined copies of the store at ``path`` (not their -wal/-shm companions)."""
     return sorted(
