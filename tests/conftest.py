@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.mqtt_broker import mosquitto, mosquitto_tls, pki  # noqa: F401  (shared broker fixtures)
+
 DATA = Path(__file__).parent / "data"
 
 
