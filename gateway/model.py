@@ -127,3 +127,13 @@ class Event:
 
 
 Record = Union[Reading, Event]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record as the store keeps it: its gateway-wide sequence number (never reused) and
+    the gateway time at which it was committed."""
+
+    seq: int
+    record: Record
+    stored_at: datetime

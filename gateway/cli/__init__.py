@@ -22,7 +22,12 @@ from gateway.errors import (
 )
 
 #: Modules that add commands. Each has ``register(verbs: Verbs) -> None``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "gateway.cli.daemon_commands",
+    "gateway.cli.keys",
+    "gateway.cli.verify",
+    "gateway.cli.readings",
+)
 
 VERB_HELP = {
     "run": "run the gateway daemon from a configuration file",

@@ -1,0 +1,67 @@
+"""``gateway run``, ``gateway check-config`` and ``gateway config schema``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+
+
+def register(verbs) -> None:
+    run = verbs.verb("run", run_command)
+    run.add_argument("--config", required=True, metavar="FILE", help="the gateway's TOML configuration")
+
+    check = verbs.verb("check-config", check_config_command)
+    check.add_argument("file", metavar="FILE", help="configuration to validate")
+    check.epilog = "Exit 0 when valid; exit 2 with one line per problem, as FILE:LINE: FIELD: REASON."
+
+    config = verbs.verb("config")
+    sub = config.add_subparsers(title="actions", metavar="ACTION")
+    schema = sub.add_parser("schema", help="print the JSON Schema of the configuration file")
+    schema.set_defaults(handler=schema_command)
+
+
+def check_config_command(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+
+    config = load_config(args.file)
+    counts = [_count(len(config.buses), "bus", "buses"), _count(len(config.meters), "meter", "meters"),
+              _count(len(config.uplinks.mqtt), "MQTT uplink", "MQTT uplinks")]
+    print(f"{args.file}: ok ({', '.join(counts)})")
+    return 0
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def schema_command(_args: argparse.Namespace) -> int:
+    from gateway.config import GatewayConfig
+
+    json.dump(GatewayConfig.model_json_schema(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from gateway.app import Gateway
+    from gateway.config import load_config
+
+    config = load_config(args.config)
+    return asyncio.run(run_until_signalled(Gateway(config)))
+
+
+async def run_until_signalled(gateway) -> int:
+    """Run until SIGTERM or SIGINT, then stop cleanly (exit 0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await gateway.run(stop)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    return 0

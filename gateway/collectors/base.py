@@ -1,0 +1,245 @@
+"""What every collector shares: the sink it commits to, per-meter health, and the polling loop.
+
+A collector owns one bus (a serial line, a TCP serial server, a radio dongle): one asyncio
+task, so the bus is never asked two things at once. Polled buses (wired M-Bus, DLMS/COSEM,
+Modbus) subclass :class:`PolledBus` and implement ``connect`` and ``read_meter``; listening
+buses (wireless M-Bus) implement :class:`Collector` directly.
+
+A collector never talks SQL or MQTT: it hands records to a :class:`Sink`, which returns only
+once they are durably stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections import deque
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
+from zoneinfo import ZoneInfo
+
+from gateway.collectors.schedule import next_due
+from gateway.errors import GatewayError
+from gateway.model import Event, Reading, Record, Severity, utc_now
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    async def commit(self, records: Sequence[Record]) -> None:
+        """Store records durably; returns only when they are committed."""
+
+
+class Collector(Protocol):
+    """One bus. ``run`` works until cancelled (a failure raises, and the supervisor restarts
+    it); ``read_now`` reads one meter ahead of the schedule; ``status`` is for the HES."""
+
+    name: str
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    async def read_now(self, meter: str) -> list[Reading]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def meters(self) -> list[str]: ...
+
+
+@dataclass
+class MeterHealth:
+    """A meter's communication health as the HES sees it in ``status``."""
+
+    name: str
+    device: str | None = None
+    reads: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    last_success: datetime | None = None
+    last_failure: datetime | None = None
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "state": "ok" if self.consecutive_failures == 0 else "failing",
+            "reads": self.reads,
+            "failures": self.failures,
+            "consecutive_failures": self.consecutive_failures,
+            "last_success": self.last_success.isoformat() if self.last_success else None,
+            "last_failure": self.last_failure.isoformat() if self.last_failure else None,
+            "last_error": self.last_error,
+        }
+
+
+class PolledMeter(Protocol):
+    """What the polling loop needs of a meter's configuration."""
+
+    name: str
+
+    @property
+    def schedule(self) -> Any: ...  # has interval_s and offset_s
+
+
+M = TypeVar("M", bound=PolledMeter)
+
+
+@dataclass(order=True)
+class _Due:
+    at: datetime
+    order: int
+    meter: Any = field(compare=False)
+
+
+class PolledBus(ABC, Generic[M]):
+    """The polling loop of one bus: scheduled reads aligned to the clock, on-demand reads first.
+
+    Subclasses implement :meth:`connect` (open the transport for the life of ``run``) and
+    :meth:`read_meter` (one complete read of one meter, raising a ``GatewayError`` on
+    failure). A meter that fails is recorded and retried at its next slot; it never stops
+    the others. A failure of the transport itself propagates out of ``run`` so the
+    supervisor restarts the bus.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        meters: Sequence[M],
+        sink: Sink,
+        tz: ZoneInfo,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.name = name
+        self._meters = {meter.name: meter for meter in meters}
+        self._sink = sink
+        self._tz = tz
+        self._clock = clock
+        self._on_demand: deque[tuple[M, asyncio.Future[list[Reading]]]] = deque()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.health = {meter.name: MeterHealth(meter.name) for meter in meters}
+        self.counters: dict[str, int] = {"reads": 0, "failures": 0, "on_demand": 0}
+
+    # -- what subclasses provide ----------------------------------------------------------
+
+    @abstractmethod
+    def connect(self) -> AbstractAsyncContextManager[Any]:
+        """Open the bus for the duration of ``run``."""
+
+    @abstractmethod
+    async def read_meter(self, meter: M) -> list[Record]:
+        """Read one meter now; return its readings (and any events it raised)."""
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def meters(self) -> list[str]:
+        return list(self._meters)
+
+    async def run(self) -> None:
+        queue: list[_Due] = []
+        now = self._clock()
+        for order, meter in enumerate(self._meters.values()):
+            heapq.heappush(queue, _Due(self._next_slot(meter, now), order, meter))
+        async with self.connect():
+            while not self._stopping:
+                self._wake.clear()
+                if self._on_demand:
+                    meter, future = self._on_demand.popleft()
+                    await self._read_on_demand(meter, future)
+                    continue
+                wait_s = (queue[0].at - self._clock()).total_seconds() if queue else None
+                if wait_s is not None and wait_s <= 0:
+                    due = heapq.heappop(queue)
+                    await self._poll(due.meter)
+                    heapq.heappush(queue, _Due(self._next_slot(due.meter, self._clock()), due.order, due.meter))
+                    continue
+                try:
+                    async with asyncio.timeout(wait_s):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    def stop(self) -> None:
+        """Finish the read in progress, then return from ``run``."""
+        self._stopping = True
+        self._wake.set()
+
+    async def read_now(self, meter: str) -> list[Reading]:
+        """Read ``meter`` as soon as the bus is free, ahead of scheduled reads."""
+        if meter not in self._meters:
+            raise KeyError(meter)
+        future: asyncio.Future[list[Reading]] = asyncio.get_running_loop().create_future()
+        self._on_demand.append((self._meters[meter], future))
+        self._wake.set()
+        return await future
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "counters": dict(self.counters),
+            "meters": {name: health.as_dict() for name, health in self.health.items()},
+        }
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _next_slot(self, meter: M, after: datetime) -> datetime:
+        return next_due(after, meter.schedule.interval_s, meter.schedule.offset_s, self._tz)
+
+    async def _read_on_demand(self, meter: M, future: asyncio.Future[list[Reading]]) -> None:
+        self.counters["on_demand"] += 1
+        try:
+            readings = await self._poll(meter, raise_errors=True)
+        except GatewayError as exc:
+            if not future.done():
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                future.set_result(readings)
+
+    async def _poll(self, meter: M, *, raise_errors: bool = False) -> list[Reading]:
+        health = self.health[meter.name]
+        self.counters["reads"] += 1
+        try:
+            records = await self.read_meter(meter)
+        except GatewayError as exc:
+            self.counters["failures"] += 1
+            await self._record_failure(meter, health, exc)
+            if raise_errors:
+                raise
+            return []
+        events: list[Record] = []
+        if health.consecutive_failures:
+            events.append(self._event("comm.recovered", Severity.INFO, f"meter {meter.name} answers again", health,
+                                      {"failures": health.consecutive_failures}))
+        health.reads += 1
+        health.consecutive_failures = 0
+        health.last_success = self._clock()
+        health.last_error = None
+        readings = [r for r in records if isinstance(r, Reading)]
+        if readings:
+            health.device = readings[0].device
+        await self._sink.commit([*records, *events])
+        return readings
+
+    async def _record_failure(self, meter: M, health: MeterHealth, exc: GatewayError) -> None:
+        health.failures += 1
+        health.consecutive_failures += 1
+        health.last_failure = self._clock()
+        health.last_error = str(exc)
+        log.info("bus %s: meter %s failed: %s", self.name, meter.name, exc)
+        if health.consecutive_failures == 1:
+            reason = type(exc).__name__
+            await self._sink.commit([
+                self._event("comm.failed", Severity.WARNING, f"meter {meter.name}: {exc}", health, {"reason": reason})
+            ])
+
+    def _event(self, code: str, severity: Severity, message: str, health: MeterHealth,
+               details: dict[str, str | int]) -> Event:
+        return Event(code=code, severity=severity, message=message, occurred_at=self._clock(),
+                     device=health.device, source=self.name, details={"meter": health.name, **details})
