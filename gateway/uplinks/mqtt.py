@@ -39,6 +39,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import aiomqtt
+from paho.mqtt.client import MQTT_LOG_ERR
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -147,7 +148,7 @@ class MqttPublisher:
         *,
         gateway_id: str,
         store: Store,
-        signing_key: SigningKey,
+        signer: SigningKey,
         status: StatusCallback,
         on_demand_read: ReadCallback | None = None,
         backoff: Backoff | None = None,
@@ -156,7 +157,7 @@ class MqttPublisher:
         self.name = config.name
         self.gateway_id = gateway_id
         self.store = store
-        self.signing_key = signing_key
+        self.signer = signer
         self.status_callback = status
         self.on_demand_read = on_demand_read
         self.backoff = backoff or Backoff(1.0, 60.0)
@@ -173,6 +174,7 @@ class MqttPublisher:
         self._data_properties = Properties(PacketTypes.PUBLISH)
         self._data_properties.ContentType = JOSE_JSON
         self._last_logged_error: str | None = None
+        self._handshake_error: str | None = None
 
     # --- public ---------------------------------------------------------------------------
 
@@ -211,7 +213,8 @@ class MqttPublisher:
                     await cancellable(stack.enter_async_context(client))
             except (aiomqtt.MqttError, TimeoutError) as exc:
                 self.counters.connect_failures += 1
-                raise UplinkError(f"cannot connect to {self._where()}: {_handshake_failure(client, exc)}") from None
+                raise UplinkError(f"cannot connect to {self._where()}: {self._handshake_failure(client, exc)}") from None
+            await self._subscribe_commands(client)
             self._connected()
             try:
                 async with asyncio.TaskGroup() as group:
@@ -252,31 +255,54 @@ class MqttPublisher:
         # every publish beyond ten outstanding ones.
         client.pending_calls_threshold = 1 << 30
         self.broker_limits = BrokerLimits()
-        self._watch_connack(client)
+        self._watch_handshake(client)
         paho = client._client  # noqa: SLF001  (aiomqtt exposes no connect timeout)
         paho.connect_timeout = self.config.connect_timeout_s
         return client
 
-    def _watch_connack(self, client: aiomqtt.Client) -> None:
-        """Learn the broker's Receive Maximum and Maximum Packet Size from CONNACK:
-        aiomqtt does not expose them, paho ignores them, and exceeding either makes the
-        broker drop the connection (MQTT 5 §3.3.4)."""
+    def _watch_handshake(self, client: aiomqtt.Client) -> None:
+        """Hook into paho where aiomqtt gives no access.
+
+        CONNACK carries the broker's Receive Maximum and Maximum Packet Size: aiomqtt does
+        not expose them, paho ignores them, and exceeding either makes the broker drop the
+        connection (MQTT 5 §3.3.4). Until CONNACK, paho's error log lines are kept: a
+        broker that refuses the client certificate closes the connection right after the
+        TLS 1.3 handshake, which aiomqtt reports only as a CONNACK timeout.
+        """
         paho = client._client  # noqa: SLF001
         on_connect = paho.on_connect
         limits = self.broker_limits
+        self._handshake_error = None
 
         def observe(mqttc, userdata, flags, reason, properties=None) -> None:
+            mqttc.on_log = None  # connected: paho formats every line for on_log, stop that
             if properties is not None:
                 limits.receive_maximum = getattr(properties, "ReceiveMaximum", limits.receive_maximum)
                 limits.maximum_packet_size = getattr(properties, "MaximumPacketSize", limits.maximum_packet_size)
+                limits.in_flight = max(1, min(MAX_IN_FLIGHT, limits.receive_maximum))
                 # paho's setter refuses an open connection; nothing is in flight yet (a new
                 # client, a clean start, nothing published before CONNACK), so lowering the
                 # limit here is safe.
-                limits.in_flight = max(1, min(MAX_IN_FLIGHT, limits.receive_maximum))
                 mqttc._max_inflight_messages = limits.in_flight  # noqa: SLF001
             on_connect(mqttc, userdata, flags, reason, properties)
 
+        def keep_errors(mqttc, userdata, level, text) -> None:
+            if level == MQTT_LOG_ERR:
+                self._handshake_error = text
+
         paho.on_connect = observe
+        paho.on_log = keep_errors
+
+    def _handshake_failure(self, client: aiomqtt.Client, exc: BaseException) -> str:
+        """Why a connection attempt failed, as precisely as the client library knows.
+        (Reading aiomqtt's disconnect future also keeps asyncio from logging it as an
+        exception never retrieved.)"""
+        disconnected = client._disconnected  # noqa: SLF001
+        if disconnected.done() and not disconnected.cancelled() and disconnected.exception() is not None:
+            return f"connection closed during the handshake: {_describe(disconnected.exception())}"
+        if self._handshake_error is not None:
+            return f"connection closed during the handshake: {self._handshake_error}"
+        return _describe(exc) if str(exc) else type(exc).__name__
 
     def _connected(self) -> None:
         self.counters.connected = True
@@ -386,7 +412,7 @@ class MqttPublisher:
         would refuse one (a poison message would otherwise be retried forever)."""
         if not records:
             return []
-        jws = self.signing_key.sign(batch_payload(self.gateway_id, records))
+        jws = self.signer.sign(batch_payload(self.gateway_id, records))
         payload = json.dumps(jws, separators=(",", ":")).encode()
         overhead = len(topic) + 64  # fixed header, topic length, packet id, properties
         if len(payload) + overhead > self.broker_limits.maximum_packet_size and len(records) > 1:
@@ -407,6 +433,11 @@ class MqttPublisher:
                 async with asyncio.timeout(STATUS_INTERVAL_S):
                     await self._status_wanted.wait()
 
+    def status(self) -> dict[str, Any]:
+        """This uplink's counters, backlog and broker limits (JSON-ready but for times)."""
+        return {**self.counters.as_dict(), "pending": max(0, self.store.last_seq - self.counters.cursor),
+                "broker": asdict(self.broker_limits)}
+
     async def status_document(self) -> dict[str, Any]:
         """The status JSON: the integrator's part, this uplink's counters and queue."""
         document: dict[str, Any] = {"state": "online", "gateway": self.gateway_id, "time": utc_now(),
@@ -417,8 +448,7 @@ class MqttPublisher:
             log.warning("uplink %s: status callback failed: %s", self.name, _describe(exc))
             document["status_error"] = _describe(exc)
         uplinks = dict(document.get("uplinks") or {})
-        uplinks[self.name] = {**self.counters.as_dict(), "pending": max(0, self.store.last_seq - self.counters.cursor),
-                              "broker": asdict(self.broker_limits)}
+        uplinks[self.name] = self.status()
         document["uplinks"] = uplinks
         return document
 
@@ -426,6 +456,17 @@ class MqttPublisher:
         return {"state": "offline", "gateway": self.gateway_id, "reason": reason, "version": __version__}
 
     # --- commands -------------------------------------------------------------------------
+
+    async def _subscribe_commands(self, client: aiomqtt.Client) -> None:
+        """Subscribe before anything is published: once the HES sees "online", commands
+        are heard. No Local: our own responses never come back as requests. Retain
+        Handling 2: a retained request is not executed again at every reconnect."""
+        options = SubscribeOptions(qos=1, noLocal=True, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+        try:
+            await cancellable(client.subscribe(self.topic_commands, options=options,
+                                               timeout=self.config.publish_timeout_s))
+        except aiomqtt.MqttError as exc:
+            raise UplinkError(f"cannot subscribe to {self.topic_commands}: {_describe(exc)}") from None
 
     async def _serve_commands(self, client: aiomqtt.Client) -> None:
         """Answer requests on ``P/G/cmd/NAME``, each in its own task, so that a slow
@@ -439,11 +480,6 @@ class MqttPublisher:
             },
             timeout_s=COMMAND_TIMEOUT_S,
         )
-        # No Local: our own responses never come back as requests. Retain Handling 2:
-        # a retained request is never executed again at each reconnect.
-        options = SubscribeOptions(qos=1, noLocal=True, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
-        await cancellable(client.subscribe(self.topic_commands, options=options,
-                                           timeout=self.config.publish_timeout_s))
         busy = asyncio.Semaphore(COMMAND_CONCURRENCY)
         prefix = self.topic_commands.removesuffix("+")
         async with asyncio.TaskGroup() as group:
@@ -487,7 +523,10 @@ class MqttPublisher:
         meter = str_argument(args, "meter")
         if self.on_demand_read is None:
             raise CommandError("on-demand reads are not available on this gateway")
-        readings = await self.on_demand_read(meter)
+        try:
+            readings = await self.on_demand_read(meter)
+        except LookupError as exc:  # the integrator's "no such meter"
+            raise CommandError(str(exc.args[0]) if exc.args else f"no meter is named {meter!r}") from None
         return {"meter": meter, "readings": [reading_json(reading) for reading in readings]}
 
     async def _replay(self, client: aiomqtt.Client, args: dict[str, Any]) -> dict[str, Any]:
@@ -495,10 +534,12 @@ class MqttPublisher:
         topics; the cursor does not move."""
         from_seq = int_argument(args, "from_seq", minimum=1)
         last_seq = self.store.last_seq
-        to_seq = min(last_seq, int_argument(args, "to_seq", default=last_seq, minimum=from_seq))
-        first = await self.store.read_after(from_seq - 1, 1) if from_seq <= last_seq else []
-        if not first:
+        if from_seq > last_seq:
             raise CommandError(f"nothing stored from seq {from_seq}: the last seq is {last_seq}")
+        to_seq = min(last_seq, int_argument(args, "to_seq", default=last_seq, minimum=from_seq))
+        first = await self.store.read_after(from_seq - 1, 1)
+        if not first:
+            raise CommandError(f"seq {from_seq} is no longer stored (retention); nothing is stored now")
         if first[0].seq > from_seq:
             # Retention drops the oldest records first, so the first one after from_seq
             # is the oldest still stored.
@@ -525,11 +566,9 @@ class MqttPublisher:
 
 
 def reading_json(reading: Reading) -> dict[str, Any]:
-    """A reading that has no seq yet (an on-demand read) as record JSON, without ``seq``."""
-    document = record_json(StoredRecord(seq=0, record=reading, stored_at=reading.captured_at))
-    document.pop("seq", None)
-    document.pop("stored_at", None)
-    return document
+    """A reading of an on-demand read as record JSON. It has no seq here (``null``): the
+    same reading reaches the HES through the store, with its seq, like any other."""
+    return {**record_json(StoredRecord(seq=0, record=reading, stored_at=reading.captured_at)), "seq": None}
 
 
 async def cancellable(awaitable: Awaitable[T]) -> T:
@@ -552,17 +591,6 @@ async def cancellable(awaitable: Awaitable[T]) -> T:
 
 def _succeeded(task: asyncio.Task[None]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is None
-
-
-def _handshake_failure(client: aiomqtt.Client, exc: BaseException) -> str:
-    """Why a connection attempt failed. A broker that refuses the client certificate
-    closes the connection after the TLS 1.3 handshake, which aiomqtt only reports as a
-    CONNACK timeout; the real reason sits in its disconnect future (reading it also keeps
-    asyncio from logging it as never retrieved)."""
-    disconnected = client._disconnected  # noqa: SLF001
-    if disconnected.done() and not disconnected.cancelled() and disconnected.exception() is not None:
-        return f"connection closed during the handshake: {_describe(disconnected.exception())}"
-    return _describe(exc) if str(exc) else type(exc).__name__
 
 
 def _expected(exc: BaseException) -> bool:

@@ -14,7 +14,6 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from cryptography.hazmat.primitives import serialization
 from jwcrypto import jwk, jws
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -57,12 +56,9 @@ def signing_key(tmp_path: Path) -> SigningKey:
 
 
 @pytest.fixture
-def public_jwk(tmp_path: Path, signing_key: SigningKey) -> jwk.JWK:
-    """The verifying key as an HES holds it: the public half only, in jwcrypto."""
-    private = serialization.load_pem_private_key((tmp_path / "keys" / "signing-key.pem").read_bytes(), None)
-    public_pem = private.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
-    return jwk.JWK.from_pem(public_pem)
+def public_jwk(signing_key: SigningKey) -> jwk.JWK:
+    """The verifying key as an HES holds it: the public PEM only, in jwcrypto."""
+    return jwk.JWK.from_pem(signing_key.public_pem().encode())
 
 
 def verified(message: aiomqtt.Message, key: jwk.JWK, kid: str) -> dict[str, Any]:
@@ -86,7 +82,7 @@ def make_publisher(store: Store, signing_key: SigningKey) -> PublisherFactory:
     def make(url: str, *, status: Callable[[], Awaitable[dict[str, Any]]] = no_status,
              on_demand_read=None, **settings: Any) -> MqttPublisher:
         config = MqttUplink(url=url, **settings)
-        return MqttPublisher(config, gateway_id=GATEWAY, store=store, signing_key=signing_key, status=status,
+        return MqttPublisher(config, gateway_id=GATEWAY, store=store, signer=signing_key, status=status,
                              on_demand_read=on_demand_read, backoff=Backoff(0.05, 0.5))
     return make
 
