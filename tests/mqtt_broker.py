@@ -462,3 +462,32 @@ async def first_bytes_server() -> AsyncIterator[tuple[int, list[bytes]]]:
     finally:
         server.close()
         await server.wait_closed()
+
+
+class SilentServer:
+    """A TCP listener that accepts and never answers (a broker that hangs before CONNACK);
+    ``closed`` counts connections the client closed."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.closed = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> SilentServer:
+        self._server = await asyncio.start_server(self._hold, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        with contextlib.suppress(OSError):
+            while await reader.read(4096):
+                pass
+        self.closed += 1
+        writer.transport.abort()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import time as monotonic_clock
 from collections import deque
@@ -61,6 +60,8 @@ T = TypeVar("T")
 #: Messages handed to the broker and not yet PUBACKed. The broker's Receive Maximum
 #: (from CONNACK) caps what is on the wire; the rest waits, already built, in paho.
 MAX_IN_FLIGHT = 20
+#: Store batches read ahead of the one being signed and sent.
+READ_AHEAD = 2
 #: How often the retained status is refreshed while connected.
 STATUS_INTERVAL_S = 60.0
 #: Commands served at once (a ``read`` may take the time of a meter read).
@@ -206,6 +207,7 @@ class MqttPublisher:
     async def _session(self) -> None:
         client = await self._client()
         async with contextlib.AsyncExitStack() as stack:
+            stack.callback(_close_socket, client)  # runs last: no socket outlives a session
             try:
                 # paho bounds the TCP connect and the TLS handshake by connect_timeout_s
                 # each, aiomqtt bounds the wait for CONNACK; this bounds all of them.
@@ -347,23 +349,32 @@ class MqttPublisher:
         window = asyncio.Semaphore(MAX_IN_FLIGHT)
         in_flight: deque[tuple[int, list[asyncio.Task[None]]]] = deque()
         sent = asyncio.Event()
+        batches: asyncio.Queue[list[StoredRecord]] = asyncio.Queue(maxsize=READ_AHEAD)
         async with asyncio.TaskGroup() as group:
+            group.create_task(self._read_ahead(next_seq, batches))
             group.create_task(self._advance_cursor(in_flight, sent))
             while True:
-                if self.store.last_seq <= next_seq:
-                    await self.store.wait_for_records(next_seq)
-                batch = await self.store.read_after(next_seq, self.config.batch_size)
-                if not batch:
-                    # Retention removed what was announced; wait for what comes next.
-                    await self.store.wait_for_records(max(next_seq, self.store.last_seq))
-                    continue
+                batch = await batches.get()
                 tasks: list[asyncio.Task[None]] = []
                 for message in self._messages(batch):
                     await window.acquire()
                     tasks.append(group.create_task(self._publish_data(client, message, window)))
-                next_seq = batch[-1].seq
-                in_flight.append((next_seq, tasks))
+                in_flight.append((batch[-1].seq, tasks))
                 sent.set()
+
+    async def _read_ahead(self, after: int, batches: asyncio.Queue[list[StoredRecord]]) -> None:
+        """Read the store's next batches while the current one is signed and sent (the
+        store reads on its own thread). Waits for new records, never polls."""
+        while True:
+            if self.store.last_seq <= after:
+                await self.store.wait_for_records(after)
+            batch = await self.store.read_after(after, self.config.batch_size)
+            if not batch:
+                # Retention removed what was announced; wait for what comes next.
+                await self.store.wait_for_records(max(after, self.store.last_seq))
+                continue
+            await batches.put(batch)
+            after = batch[-1].seq
 
     async def _publish_data(self, client: aiomqtt.Client, message: Outgoing, window: asyncio.Semaphore) -> None:
         try:
@@ -412,8 +423,7 @@ class MqttPublisher:
         would refuse one (a poison message would otherwise be retried forever)."""
         if not records:
             return []
-        jws = self.signer.sign(batch_payload(self.gateway_id, records))
-        payload = json.dumps(jws, separators=(",", ":")).encode()
+        payload = jws_json(self.signer.sign(batch_payload(self.gateway_id, records)))
         overhead = len(topic) + 64  # fixed header, topic length, packet id, properties
         if len(payload) + overhead > self.broker_limits.maximum_packet_size and len(records) > 1:
             half = len(records) // 2
@@ -565,6 +575,14 @@ class MqttPublisher:
         return {"from_seq": from_seq, "to_seq": to_seq, "records": records, "messages": messages}
 
 
+def jws_json(jws: dict[str, str]) -> bytes:
+    """A flattened JWS as compact JSON. Its members are base64url text, which JSON never
+    escapes, so they are joined as they are: ``json.dumps`` would scan every byte of a
+    payload hundreds of kilobytes long only to find nothing to escape."""
+    return b'{"protected":"%s","payload":"%s","signature":"%s"}' % (
+        jws["protected"].encode("ascii"), jws["payload"].encode("ascii"), jws["signature"].encode("ascii"))
+
+
 def reading_json(reading: Reading) -> dict[str, Any]:
     """A reading of an on-demand read as record JSON. It has no seq here (``null``): the
     same reading reaches the HES through the store, with its seq, like any other."""
@@ -591,6 +609,14 @@ async def cancellable(awaitable: Awaitable[T]) -> T:
 
 def _succeeded(task: asyncio.Task[None]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is None
+
+
+def _close_socket(client: aiomqtt.Client) -> None:
+    """Close the client's socket if it is still open. aiomqtt leaves it open when the
+    connection attempt fails or is cancelled before CONNACK (its reader callback and
+    keepalive task would live on); after a clean disconnect it is closed already."""
+    with contextlib.suppress(OSError):
+        client._client._sock_close()  # noqa: SLF001
 
 
 def _expected(exc: BaseException) -> bool:

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.payload import record_json
 from gateway.uplinks import mqtt as uplink_mqtt
-from tests.mqtt_broker import MosquittoBroker, Subscriber, TcpProxy, running_broker
+from tests.mqtt_broker import MosquittoBroker, SilentServer, Subscriber, TcpProxy, running_broker
 from tests.uplinks.conftest import GATEWAY, eventually, event, readings, running, verified
 
 pytestmark = pytest.mark.integration
@@ -227,6 +227,25 @@ async def test_connection_failures_are_retried_with_back_off_and_logged_once(tmp
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "cannot connect to" in warnings[0].getMessage()
     assert "Connection refused" in publisher.counters.last_error or "refused" in publisher.counters.last_error
+
+
+async def test_cancelling_a_connection_attempt_closes_its_socket(make_publisher) -> None:
+    async with SilentServer() as server:
+        publisher = make_publisher(f"mqtt://127.0.0.1:{server.port}")
+        async with running(publisher) as task:
+            await eventually(lambda: server.accepted == 1)  # waiting for a CONNACK that never comes
+        assert task.cancelled()
+        await eventually(lambda: server.closed == 1)
+    assert publisher.counters.connects == 0
+
+
+async def test_a_failed_connection_attempt_closes_its_socket_and_is_retried(make_publisher) -> None:
+    async with SilentServer() as server:
+        publisher = make_publisher(f"mqtt://127.0.0.1:{server.port}", connect_timeout_s=0.2)
+        async with running(publisher):
+            await eventually(lambda: server.accepted >= 2 and publisher.counters.connect_failures >= 2)
+            await eventually(lambda: server.closed >= 2)
+    assert "timed out" in publisher.counters.last_error
 
 
 def test_the_window_of_messages_in_flight_is_bounded() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import ssl
 
 import aiomqtt
 import pytest
 
-from tests.mqtt_broker import MosquittoBroker, Subscriber, client_tls_context, make_ca
+from tests import mqtt_broker
+from tests.mqtt_broker import MosquittoBroker, Subscriber, client_tls_context, make_ca, mosquitto_binary
 
 
 async def publish_one(broker: MosquittoBroker, topic: str, payload: bytes, tls: ssl.SSLContext | None = None,
@@ -57,3 +59,27 @@ async def test_tls_client_refuses_a_broker_from_another_ca(mosquitto_tls: Mosqui
     context = ssl.create_default_context(cafile=str(other_ca))
     with pytest.raises(aiomqtt.MqttError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
         await publish_one(mosquitto_tls, "t/a", b"x", context)
+
+
+def test_a_missing_mosquitto_fails_under_ci_and_skips_elsewhere(monkeypatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(mqtt_broker, "MOSQUITTO_CANDIDATES", ("/nonexistent/mosquitto",))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="mosquitto is not installed"):
+        mosquitto_binary()
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception, match="mosquitto is not installed"):
+        mosquitto_binary()
+
+
+async def test_a_persistent_subscriber_gets_what_was_published_while_the_broker_restarted(tmp_path) -> None:
+    with mqtt_broker.running_broker(tmp_path / "broker", persistence=True) as broker:
+        async with Subscriber(broker, "t/#", persistent=True) as sub:
+            await publish_one(broker, "t/1", b"before")
+            await sub.wait_for(lambda ms: len(ms) == 1)
+            broker.stop()
+            broker.start()
+            await publish_one(broker, "t/2", b"after")  # possibly before the subscriber is back
+            messages = await sub.wait_for(lambda ms: len(ms) == 2)
+    assert [m.payload for m in messages] == [b"before", b"after"]
+    assert sub.connections == 2
