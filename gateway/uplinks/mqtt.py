@@ -35,10 +35,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import aiomqtt
-from paho.mqtt.client import MQTT_LOG_ERR
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -52,18 +51,25 @@ from gateway.signing import SigningKey
 from gateway.store import Store
 from gateway.uplinks.backoff import Backoff
 from gateway.uplinks.commands import CommandError, CommandRouter, dumps, int_argument, str_argument
+from gateway.uplinks.mqtt_client import (
+    MAX_IN_FLIGHT,
+    BrokerLimits,
+    ConnectionWatch,
+    cancellable,
+    client_log,
+    close_socket,
+    describe,
+)
 from gateway.uplinks.mqtt_tls import credentials, tls_context
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-#: Messages handed to the broker and not yet PUBACKed. The broker's Receive Maximum
-#: (from CONNACK) caps what is on the wire; the rest waits, already built, in paho.
-MAX_IN_FLIGHT = 20
 #: Store batches read ahead of the one being signed and sent.
 READ_AHEAD = 2
 #: How often the retained status is refreshed while connected.
 STATUS_INTERVAL_S = 60.0
+#: Bound of the integrator's status callback.
+STATUS_CALLBACK_TIMEOUT_S = 10.0
 #: Commands served at once (a ``read`` may take the time of a meter read).
 COMMAND_CONCURRENCY = 4
 #: Bound of one command, including a replay of many records.
@@ -75,20 +81,6 @@ JOSE_JSON = "application/jose+json"
 
 StatusCallback = Callable[[], Awaitable[dict[str, Any]]]
 ReadCallback = Callable[[str], Awaitable[list[Reading]]]
-
-
-class _DemoteToDebug(logging.Filter):
-    """The MQTT client library logs a lost connection as an ERROR ("failed to receive on
-    socket") and more as warnings; the uplink reports each failure itself, once, with
-    its context. Its records are kept, at DEBUG, for whoever debugs the client."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return client_log.isEnabledFor(logging.DEBUG)
-
-
-client_log = logging.getLogger(f"{__name__}.client")
-client_log.addFilter(_DemoteToDebug())
 
 
 @dataclass
@@ -122,16 +114,6 @@ class Outgoing:
     topic: str
     payload: bytes
     count: int
-
-
-@dataclass
-class BrokerLimits:
-    """What the broker said in CONNACK about what it accepts (MQTT 5 §3.2.2.3), and the
-    number of unacknowledged messages the client allows itself as a result."""
-
-    receive_maximum: int = 65535
-    maximum_packet_size: int = 268_435_460
-    in_flight: int = MAX_IN_FLIGHT
 
 
 class MqttPublisher:
@@ -175,7 +157,6 @@ class MqttPublisher:
         self._data_properties = Properties(PacketTypes.PUBLISH)
         self._data_properties.ContentType = JOSE_JSON
         self._last_logged_error: str | None = None
-        self._handshake_error: str | None = None
 
     # --- public ---------------------------------------------------------------------------
 
@@ -185,6 +166,7 @@ class MqttPublisher:
         Cancel to stop: the uplink publishes its retained status as offline (bounded),
         disconnects, and lets ``CancelledError`` through.
         """
+        self.counters.cursor = await self.store.cursor(self.name)  # for the backlog in status()
         while True:
             started = monotonic_clock.monotonic()
             try:
@@ -205,9 +187,9 @@ class MqttPublisher:
     # --- connection -----------------------------------------------------------------------
 
     async def _session(self) -> None:
-        client = await self._client()
+        client, watch = await self._client()
         async with contextlib.AsyncExitStack() as stack:
-            stack.callback(_close_socket, client)  # runs last: no socket outlives a session
+            stack.callback(close_socket, client)  # runs last: no socket outlives a session
             try:
                 # paho bounds the TCP connect and the TLS handshake by connect_timeout_s
                 # each, aiomqtt bounds the wait for CONNACK; this bounds all of them.
@@ -215,7 +197,7 @@ class MqttPublisher:
                     await cancellable(stack.enter_async_context(client))
             except (aiomqtt.MqttError, TimeoutError) as exc:
                 self.counters.connect_failures += 1
-                raise UplinkError(f"cannot connect to {self._where()}: {self._handshake_failure(client, exc)}") from None
+                raise UplinkError(f"cannot connect to {self._where()}: {watch.failure(exc)}") from None
             await self._subscribe_commands(client)
             self._connected()
             try:
@@ -230,7 +212,7 @@ class MqttPublisher:
                 self.counters.connected = False
                 self.counters.connected_since = None
 
-    async def _client(self) -> aiomqtt.Client:
+    async def _client(self) -> tuple[aiomqtt.Client, ConnectionWatch]:
         # Reading the TLS material and the password touches files: off the event loop.
         context = await asyncio.to_thread(tls_context, self.config)
         username, password = await asyncio.to_thread(credentials, self.config)
@@ -256,55 +238,10 @@ class MqttPublisher:
         # Our window bounds what is pending; aiomqtt would otherwise log a WARNING for
         # every publish beyond ten outstanding ones.
         client.pending_calls_threshold = 1 << 30
-        self.broker_limits = BrokerLimits()
-        self._watch_handshake(client)
-        paho = client._client  # noqa: SLF001  (aiomqtt exposes no connect timeout)
-        paho.connect_timeout = self.config.connect_timeout_s
-        return client
-
-    def _watch_handshake(self, client: aiomqtt.Client) -> None:
-        """Hook into paho where aiomqtt gives no access.
-
-        CONNACK carries the broker's Receive Maximum and Maximum Packet Size: aiomqtt does
-        not expose them, paho ignores them, and exceeding either makes the broker drop the
-        connection (MQTT 5 §3.3.4). Until CONNACK, paho's error log lines are kept: a
-        broker that refuses the client certificate closes the connection right after the
-        TLS 1.3 handshake, which aiomqtt reports only as a CONNACK timeout.
-        """
-        paho = client._client  # noqa: SLF001
-        on_connect = paho.on_connect
-        limits = self.broker_limits
-        self._handshake_error = None
-
-        def observe(mqttc, userdata, flags, reason, properties=None) -> None:
-            mqttc.on_log = None  # connected: paho formats every line for on_log, stop that
-            if properties is not None:
-                limits.receive_maximum = getattr(properties, "ReceiveMaximum", limits.receive_maximum)
-                limits.maximum_packet_size = getattr(properties, "MaximumPacketSize", limits.maximum_packet_size)
-                limits.in_flight = max(1, min(MAX_IN_FLIGHT, limits.receive_maximum))
-                # paho's setter refuses an open connection; nothing is in flight yet (a new
-                # client, a clean start, nothing published before CONNACK), so lowering the
-                # limit here is safe.
-                mqttc._max_inflight_messages = limits.in_flight  # noqa: SLF001
-            on_connect(mqttc, userdata, flags, reason, properties)
-
-        def keep_errors(mqttc, userdata, level, text) -> None:
-            if level == MQTT_LOG_ERR:
-                self._handshake_error = text
-
-        paho.on_connect = observe
-        paho.on_log = keep_errors
-
-    def _handshake_failure(self, client: aiomqtt.Client, exc: BaseException) -> str:
-        """Why a connection attempt failed, as precisely as the client library knows.
-        (Reading aiomqtt's disconnect future also keeps asyncio from logging it as an
-        exception never retrieved.)"""
-        disconnected = client._disconnected  # noqa: SLF001
-        if disconnected.done() and not disconnected.cancelled() and disconnected.exception() is not None:
-            return f"connection closed during the handshake: {_describe(disconnected.exception())}"
-        if self._handshake_error is not None:
-            return f"connection closed during the handshake: {self._handshake_error}"
-        return _describe(exc) if str(exc) else type(exc).__name__
+        client._client.connect_timeout = self.config.connect_timeout_s  # noqa: SLF001  (not in aiomqtt's API)
+        watch = ConnectionWatch(client)
+        self.broker_limits = watch.limits
+        return client, watch
 
     def _connected(self) -> None:
         self.counters.connected = True
@@ -318,7 +255,7 @@ class MqttPublisher:
         """Count and log a failed connection; the same failure again only at DEBUG, so a
         broker that stays away does not fill the log. An error that is not about the
         network, the broker or the configuration is a defect: logged with its traceback."""
-        text = _describe(exc)
+        text = describe(exc)
         self.counters.last_error = text
         self.counters.last_error_at = utc_now()
         if not _expected(exc):
@@ -453,10 +390,14 @@ class MqttPublisher:
         document: dict[str, Any] = {"state": "online", "gateway": self.gateway_id, "time": utc_now(),
                                     "version": __version__}
         try:
-            document.update(await self.status_callback())
+            async with asyncio.timeout(STATUS_CALLBACK_TIMEOUT_S):
+                document.update(await self.status_callback())
+        except TimeoutError:
+            log.warning("uplink %s: status callback did not answer within %g s", self.name, STATUS_CALLBACK_TIMEOUT_S)
+            document["status_error"] = f"status callback did not answer within {STATUS_CALLBACK_TIMEOUT_S:g} s"
         except Exception as exc:  # the status must still go out: it is how the HES sees us
-            log.warning("uplink %s: status callback failed: %s", self.name, _describe(exc))
-            document["status_error"] = _describe(exc)
+            log.warning("uplink %s: status callback failed: %s", self.name, describe(exc))
+            document["status_error"] = describe(exc)
         uplinks = dict(document.get("uplinks") or {})
         uplinks[self.name] = self.status()
         document["uplinks"] = uplinks
@@ -476,7 +417,7 @@ class MqttPublisher:
             await cancellable(client.subscribe(self.topic_commands, options=options,
                                                timeout=self.config.publish_timeout_s))
         except aiomqtt.MqttError as exc:
-            raise UplinkError(f"cannot subscribe to {self.topic_commands}: {_describe(exc)}") from None
+            raise UplinkError(f"cannot subscribe to {self.topic_commands}: {describe(exc)}") from None
 
     async def _serve_commands(self, client: aiomqtt.Client) -> None:
         """Answer requests on ``P/G/cmd/NAME``, each in its own task, so that a slow
@@ -589,34 +530,8 @@ def reading_json(reading: Reading) -> dict[str, Any]:
     return {**record_json(StoredRecord(seq=0, record=reading, stored_at=reading.captured_at)), "seq": None}
 
 
-async def cancellable(awaitable: Awaitable[T]) -> T:
-    """Await an aiomqtt call without losing a cancellation.
-
-    aiomqtt awaits PUBACK, SUBACK and CONNACK through ``asyncio.wait_for``, which on
-    Python 3.11 returns the result and drops a cancellation that arrives in the same loop
-    iteration (CPython gh-86296, fixed in 3.12): the task would carry on as if never
-    asked to stop, and might wait forever. A cancellation request made during the call
-    is raised here. (Compared with the count before the call: on 3.11 a TaskGroup can
-    leave its parent's count raised after a child failed.)
-    """
-    task = asyncio.current_task()
-    before = task.cancelling() if task is not None else 0
-    result = await awaitable
-    if task is not None and task.cancelling() > before:
-        raise asyncio.CancelledError
-    return result
-
-
 def _succeeded(task: asyncio.Task[None]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is None
-
-
-def _close_socket(client: aiomqtt.Client) -> None:
-    """Close the client's socket if it is still open. aiomqtt leaves it open when the
-    connection attempt fails or is cancelled before CONNACK (its reader callback and
-    keepalive task would live on); after a clean disconnect it is closed already."""
-    with contextlib.suppress(OSError):
-        client._client._sock_close()  # noqa: SLF001
 
 
 def _expected(exc: BaseException) -> bool:
@@ -625,12 +540,3 @@ def _expected(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(_expected(inner) for inner in exc.exceptions)
     return isinstance(exc, (aiomqtt.MqttError, OSError, TimeoutError, GatewayError))
-
-
-def _describe(exc: BaseException) -> str:
-    """One line for the log and the status: the first real error inside a group."""
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    cause = exc.__cause__ if isinstance(exc, aiomqtt.MqttError) and exc.__cause__ else None
-    text = str(exc) or type(exc).__name__
-    return f"{text} ({cause})" if cause else text
