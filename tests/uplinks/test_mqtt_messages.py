@@ -31,7 +31,7 @@ async def test_a_batch_goes_out_as_readings_then_events_on_their_topics(store, m
     publisher = make_publisher("mqtt://127.0.0.1:1883")
     messages = publisher._messages(await store.read_after(0, 100))
     topics = [m.topic for m in messages]
-    seqs = [[r["seq"] for r in json.loads(verify_jws(m.payload, KEY_OF(publisher)))["records"]] for m in messages]
+    seqs = [[r["seq"] for r in json.loads(verify_jws(m.payload, publisher.signer.public_key))["records"]] for m in messages]
     assert topics == [f"metering/{GATEWAY}/readings", f"metering/{GATEWAY}/events"]
     assert seqs == [[1, 2, 3, 5, 6], [4]]
     assert [m.count for m in messages] == [5, 1]
@@ -42,7 +42,7 @@ async def test_a_batch_too_large_for_the_broker_is_split_in_order(store, make_pu
     publisher = make_publisher("mqtt://127.0.0.1:1883")
     publisher.broker_limits.maximum_packet_size = 3000
     messages = publisher._messages(await store.read_after(0, 100))
-    seqs = [r["seq"] for m in messages for r in json.loads(verify_jws(m.payload, KEY_OF(publisher)))["records"]]
+    seqs = [r["seq"] for m in messages for r in json.loads(verify_jws(m.payload, publisher.signer.public_key))["records"]]
     assert len(messages) > 1
     assert all(len(m.payload) + 100 < 3000 for m in messages)
     assert seqs == list(range(1, 41))
@@ -70,6 +70,3 @@ async def test_the_status_keeps_other_uplinks_the_integrator_reports(store, make
     assert document["uplinks"]["backup"] == {"connected": True}
     assert document["uplinks"]["mqtt"]["pending"] == 7
 
-
-def KEY_OF(publisher):  # noqa: N802  (reads as a constant at the call site)
-    return publisher.signer.public_key
