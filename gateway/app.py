@@ -26,6 +26,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import StoreFullError
 from gateway.model import Event, Reading, Record, Severity, utc_now
 from gateway.supervise import ChildState, supervise
+from gateway.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ class Gateway:
     #: Called with each committed batch and its sequence numbers (the demo prints them).
     listeners: Sequence[Callable[[Sequence[Record], list[int]], None]] = ()
     started_monotonic: float = field(default_factory=time.monotonic)
+    #: READY/STATUS/STOPPING and the watchdog for systemd; a no-op outside it.
+    notifier: Notifier = field(default_factory=Notifier.from_environment)
 
     def __post_init__(self) -> None:
         self.collectors: list[Collector] = []
@@ -135,16 +138,31 @@ class Gateway:
             polling = [group.create_task(self._supervised(f"bus {c.name}", c.run)) for c in self.collectors]
             uplinks = [group.create_task(self._supervised(f"uplink {u.name}", u.run)) for u in self.uplinks]
             housekeeping = group.create_task(self._housekeeping(store))
+            watchdog = group.create_task(self.notifier.watchdog(self.store_answers))
+            await asyncio.sleep(0)  # let every child begin before telling systemd we are up
+            self.notifier.ready(f"running: {len(self.collectors)} buses, {len(self.config.meters)} meters, "
+                                f"{len(self.uplinks)} uplinks")
             await stop.wait()
             log.info("stopping: polling first")
-            for collector in self.collectors:
+            self.notifier.stopping("stopping: finishing reads, draining uplinks")
+            for collector, task in zip(self.collectors, polling):
                 collector.stop()
+                child = self.children.get(f"bus {collector.name}")
+                if child is not None and not child.running:
+                    task.cancel()  # waiting out a back-off: nothing is in flight
             await _finish_bounded(polling, self.timing.stop_polling_s)
             await store.append([self._event("gateway.stop", "gateway stopped", {"reason": "requested"})])
             await self._drain(store, self.timing.drain_uplinks_s)
-            for task in (*uplinks, housekeeping):
+            for task in (*uplinks, housekeeping, watchdog):
                 task.cancel()
-            await _finish_bounded([*uplinks, housekeeping], 5.0)
+            await _finish_bounded([*uplinks, housekeeping, watchdog], 5.0)
+
+    async def store_answers(self) -> bool:
+        """The watchdog's health check: the store writer answers (the watchdog bounds the wait)."""
+        if self.store is None:
+            return False
+        await self.store.stats()
+        return True
 
     async def _supervised(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         state = self.children.setdefault(name, ChildState(name))

@@ -43,8 +43,6 @@ def decimal_text(number: Decimal) -> str:
 
     ``Decimal("1.2E+3")`` prints ``1200``; ``Decimal("-0.0010")`` keeps its digits.
     """
-    if number == number.to_integral_value() and number.as_tuple().exponent > 0:
-        return str(number.quantize(Decimal(1)))
     return format(number, "f")
 
 

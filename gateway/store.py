@@ -384,27 +384,34 @@ class _SyncStore:
         if self.read_only:
             self._open_read_only()
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{self.path.parent}: cannot create the state directory: {exc.strerror}") from None
         self._take_writer_lock()
         try:
-            self._reserved = self._read_seq_file()
-            try:
-                self._open_file()
-            except _Corrupt as exc:
-                self._quarantine(str(exc))
+            with self._errors("opening the store"):
+                self._reserved = self._read_seq_file()
                 try:
                     self._open_file()
-                except _Corrupt as again:
-                    raise StoreError(f"{self.path}: a fresh store cannot be created: {again}") from None
-            self._flush_pending()
-            self._ensure_reserve()
+                except _Corrupt as exc:
+                    self._quarantine(str(exc))
+                    try:
+                        self._open_file()
+                    except _Corrupt as again:
+                        raise StoreError(f"{self.path}: a fresh store cannot be created: {again}") from None
+                self._flush_pending()
+                self._ensure_reserve()
         except BaseException:
             self._release_writer_lock()
             raise
 
     def _take_writer_lock(self) -> None:
         """One writing process per store: seqs are handed out from memory."""
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"{self.lock_file}: cannot open the store's lock file: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -426,9 +433,11 @@ class _SyncStore:
                 if problems != ["ok"]:
                     raise _Corrupt("; ".join(problems[:3]))
             self._configure(conn)
-            conn.executescript(SCHEMA)
             self._conn = conn
-            self._check_schema_version()
+            self._check_schema_version()  # before touching the schema of a newer gateway's store
+            conn.executescript(SCHEMA)
+            if self._meta("schema_version") is None:
+                self._set_meta("schema_version", SCHEMA_VERSION)
             self._take_carry_over()
             self._load()
         except sqlite3.DatabaseError as exc:
@@ -461,12 +470,12 @@ class _SyncStore:
             raise StoreError(f"{self.path}: the file system does not support SQLite's WAL mode (journal_mode={mode})")
 
     def _check_schema_version(self) -> None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-        elif int(row[0]) > SCHEMA_VERSION:
+        if self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+            return  # a new store
+        version = self._meta("schema_version")
+        if version is not None and int(version) > SCHEMA_VERSION:
             raise StoreError(
-                f"{self.path}: store schema version {row[0]} is newer than this gateway understands "
+                f"{self.path}: store schema version {version} is newer than this gateway understands "
                 f"({SCHEMA_VERSION}); upgrade the gateway"
             )
 
@@ -1079,6 +1088,22 @@ class _SyncStore:
             disk_full=self.full_since is not None or self.capped,
             full_since=self.full_since,
         )
+
+
+def writer_running(path: Path) -> bool:
+    """Whether a process (the daemon) holds the store's writer lock right now."""
+    lock_file = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_file, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def quarantined_files(path: Path) -> list[Path]:

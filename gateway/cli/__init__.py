@@ -24,9 +24,11 @@ from gateway.errors import (
 #: Modules that add commands. Each has ``register(verbs: Verbs) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.daemon_commands",
+    "gateway.cli.decode_mbus",
     "gateway.cli.keys",
     "gateway.cli.verify",
     "gateway.cli.readings",
+    "gateway.cli.status",
 )
 
 VERB_HELP = {

@@ -12,6 +12,9 @@ import sys
 def register(verbs) -> None:
     run = verbs.verb("run", run_command)
     run.add_argument("--config", required=True, metavar="FILE", help="the gateway's TOML configuration")
+    run.add_argument("--refuse-placeholders", action="store_true",
+                     help="exit 2 if the configuration still holds the example's placeholder values "
+                          "(the packaged systemd unit passes this)")
 
     check = verbs.verb("check-config", check_config_command)
     check.add_argument("file", metavar="FILE", help="configuration to validate")
@@ -25,8 +28,11 @@ def register(verbs) -> None:
 
 def check_config_command(args: argparse.Namespace) -> int:
     from gateway.config import load_config
+    from gateway.placeholders import placeholder_problems
 
     config = load_config(args.file)
+    for problem in placeholder_problems(config, args.file):
+        print(f"warning: {problem} (the packaged service refuses to start with it)", file=sys.stderr)
     counts = [_count(len(config.buses), "bus", "buses"), _count(len(config.meters), "meter", "meters"),
               _count(len(config.uplinks.mqtt), "MQTT uplink", "MQTT uplinks")]
     print(f"{args.file}: ok ({', '.join(counts)})")
@@ -48,8 +54,15 @@ def schema_command(_args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     from gateway.app import Gateway
     from gateway.config import load_config
+    from gateway.errors import ConfigError
+    from gateway.logging_setup import configure_logging, enable_fault_tracebacks
+    from gateway.placeholders import placeholder_problems
 
+    configure_logging(args.verbose)
+    enable_fault_tracebacks()
     config = load_config(args.config)
+    if args.refuse_placeholders and (problems := placeholder_problems(config, args.config)):
+        raise ConfigError(problems)
     return asyncio.run(run_until_signalled(Gateway(config)))
 
 
