@@ -13,12 +13,10 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import date, datetime, time
-from decimal import Decimal
 from typing import Any
 
 from gateway.errors import GatewayError, UplinkError
-from gateway.model import decimal_text
+from gateway.model import value_text
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +29,14 @@ class CommandError(UplinkError):
 
 
 def json_default(value: Any) -> Any:
-    """JSON for the values a status or a result may hold: exact decimals, ISO 8601, hex."""
-    if isinstance(value, Decimal):
-        return decimal_text(value)
-    if isinstance(value, (datetime, date, time)):
-        return value.isoformat()
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).hex()
+    """JSON for the values a status or a result may hold: as reading values travel
+    (exact decimals, ISO 8601, hex), collections as lists, anything else as text."""
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
-    return str(value)
+    try:
+        return value_text(value)
+    except TypeError:
+        return str(value)
 
 
 def dumps(document: Any) -> bytes:

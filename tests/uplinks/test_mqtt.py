@@ -171,31 +171,31 @@ async def test_the_status_goes_out_even_when_the_status_callback_fails(mosquitto
     assert document["status_error"] == "collector state unavailable"
 
 
+async def drain_through(broker_settings: str, count: int, batch_size: int, tmp_path, store, make_publisher):
+    """Drain ``count`` readings through a broker with extra settings: the publisher and
+    the data messages a subscriber received."""
+    with running_broker(tmp_path / "broker", extra=broker_settings) as broker:
+        await store.append(readings(count))
+        publisher = make_publisher(broker.url, batch_size=batch_size)
+        async with Subscriber(broker, DATA) as sub, running(publisher):
+            messages = data_messages(await sub.wait_for(covers(count)))
+            await eventually(lambda: publisher.counters.cursor == count)
+    assert seqs_of(messages) == list(range(1, count + 1))
+    assert publisher.counters.connects == 1  # the broker never had to drop the connection
+    return publisher, messages
+
+
 async def test_batches_are_split_to_fit_the_brokers_maximum_packet_size(tmp_path, store, make_publisher,
                                                                          signing_key, public_jwk) -> None:
-    with running_broker(tmp_path / "broker", extra="max_packet_size 4000\n") as broker:
-        await store.append(readings(300))
-        publisher = make_publisher(broker.url, batch_size=200)
-        async with Subscriber(broker, DATA) as sub, running(publisher):
-            messages = data_messages(await sub.wait_for(covers(300)))
-            await eventually(lambda: publisher.counters.cursor == 300)
+    _, messages = await drain_through("max_packet_size 4000\n", 300, 200, tmp_path, store, make_publisher)
     assert len(messages) > 2  # unsplit, two batches of 200 and 100 records would be two messages
     assert all(len(m.payload) < 4000 for m in messages)
-    assert seqs_of(messages) == list(range(1, 301))
     assert all(verified(m, public_jwk, signing_key.kid) for m in messages)
-    assert publisher.counters.connects == 1  # the broker never had to drop the connection
 
 
 async def test_the_brokers_receive_maximum_is_respected(tmp_path, store, make_publisher) -> None:
-    with running_broker(tmp_path / "broker", extra="max_inflight_messages 2\n") as broker:
-        await store.append(readings(400))
-        publisher = make_publisher(broker.url, batch_size=5)
-        async with Subscriber(broker, DATA) as sub, running(publisher):
-            messages = data_messages(await sub.wait_for(covers(400)))
-            await eventually(lambda: publisher.counters.cursor == 400)
-    assert seqs_of(messages) == list(range(1, 401))
+    publisher, _ = await drain_through("max_inflight_messages 2\n", 400, 5, tmp_path, store, make_publisher)
     assert (publisher.broker_limits.receive_maximum, publisher.broker_limits.in_flight) == (2, 2)
-    assert publisher.counters.connects == 1
 
 
 async def test_a_large_backlog_drains_without_warnings_or_per_message_logs(mosquitto, store, make_publisher,
