@@ -59,6 +59,7 @@ from gateway.uplinks.mqtt_client import (
     client_log,
     close_socket,
     describe,
+    disconnect_with_will,
 )
 from gateway.uplinks.mqtt_tls import credentials, tls_context
 
@@ -271,11 +272,15 @@ class MqttPublisher:
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """On shutdown: say "offline" (retained) ourselves, since a clean DISCONNECT
-        suppresses the last will."""
-        with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
+        suppresses the last will. If that does not get through in time (a slow link with
+        data still queued ahead of it), disconnect asking the broker to publish the will
+        instead (MQTT 5 reason code 0x04): either way the status ends offline."""
+        try:
             async with asyncio.timeout(GOODBYE_TIMEOUT_S):
                 await client.publish(self.topic_status, dumps(self._offline("shutdown")), qos=1, retain=True,
                                      timeout=GOODBYE_TIMEOUT_S)
+        except (aiomqtt.MqttError, TimeoutError, OSError):
+            disconnect_with_will(client)
 
     # --- delivery -------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ Kept in one place, because some of it reaches into the libraries' private attrib
 - :func:`cancellable`: await an aiomqtt call without losing a cancellation (Python 3.11);
 - :class:`ConnectionWatch`: the broker's limits from CONNACK, and why a handshake failed;
 - :func:`close_socket`: no socket left behind by a failed or cancelled connection attempt;
+- :func:`disconnect_with_will`: a DISCONNECT that asks the broker for the last will;
 - :data:`client_log`: the libraries' own log lines, kept at DEBUG.
 """
 
@@ -20,6 +21,8 @@ from typing import Any, TypeVar
 
 import aiomqtt
 from paho.mqtt.client import MQTT_LOG_ERR
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 T = TypeVar("T")
 
@@ -67,6 +70,14 @@ def close_socket(client: aiomqtt.Client) -> None:
     keepalive task would live on); after a clean disconnect it is closed already."""
     with contextlib.suppress(OSError):
         client._client._sock_close()  # noqa: SLF001
+
+
+def disconnect_with_will(client: aiomqtt.Client) -> None:
+    """Disconnect with reason code 0x04, "Disconnect with Will Message" (MQTT 5
+    §3.14.2.1): the broker publishes the last will as if the connection had died.
+    aiomqtt's own disconnect, which follows, finds the connection closing."""
+    with contextlib.suppress(OSError, ValueError):
+        client._client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=0x04))  # noqa: SLF001
 
 
 @dataclass

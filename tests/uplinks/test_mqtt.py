@@ -139,6 +139,27 @@ async def test_a_cancelled_run_leaves_status_offline_and_propagates_cancellation
     assert retained[0].retain and json.loads(retained[0].payload)["state"] == "offline"
 
 
+async def test_a_shutdown_that_cannot_say_goodbye_in_time_leaves_the_last_will(mosquitto, make_publisher,
+                                                                                monkeypatch) -> None:
+    publish = aiomqtt.Client.publish
+
+    async def stuck_goodbye(client, topic, payload=None, *args, **kwargs):
+        if b'"shutdown"' in (payload or b""):  # as if data queued ahead on a slow link held it up
+            await asyncio.Event().wait()
+        return await publish(client, topic, payload, *args, **kwargs)
+
+    monkeypatch.setattr(aiomqtt.Client, "publish", stuck_goodbye)
+    monkeypatch.setattr(uplink_mqtt, "GOODBYE_TIMEOUT_S", 0.1)
+    publisher = make_publisher(mosquitto.url)
+    async with Subscriber(mosquitto, STATUS) as sub:
+        async with running(publisher) as task:
+            await sub.wait_for(lambda ms: len(statuses(ms)) == 1)
+        assert task.cancelled()
+        messages = await sub.wait_for(lambda ms: len(statuses(ms)) == 2)
+    assert statuses(messages)[1]["state"] == "offline"
+    assert statuses(messages)[1]["reason"] == "connection lost"  # published by the broker: the will
+
+
 async def test_the_retained_status_carries_the_integrators_status_and_the_uplink_counters(
         mosquitto, store, make_publisher) -> None:
     async def status() -> dict[str, Any]:
