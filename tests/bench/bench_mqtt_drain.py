@@ -7,7 +7,7 @@ run, a plain paho-mqtt client publishes the same payloads (the same batches, bui
 signed beforehand) at QoS 1 with the same number of messages in flight, and the time until
 the last PUBACK is measured. Goals: >= 50,000 readings/s and >= 0.8 of the raw publisher.
 
-Each round runs the raw publisher and the uplink in turn (``--rounds``, default 2); the
+Each round runs the raw publisher and the uplink in turn (``--rounds``, default 3); the
 CPU is shared with other work, so the best run of each is compared and the medians given.
 
     .venv/bin/python tests/bench/bench_mqtt_drain.py [--readings N] [--batch-size B] [--rounds R]
@@ -176,6 +176,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="cProfile the first uplink drain (to stderr)")
     print(json.dumps(asyncio.run(main(parser.parse_args()))))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gateway.signing import SigningKey, verify_jws
 from gateway.uplinks import mqtt as uplink_mqtt
 from gateway.uplinks.mqtt import jws_json
-from tests.uplinks.conftest import GATEWAY, event, readings
+from tests.uplinks.conftest import GATEWAY, event, eventually, readings
 
 KEY = SigningKey.generate()
 
@@ -70,3 +70,35 @@ async def test_the_status_keeps_other_uplinks_the_integrator_reports(store, make
     assert document["uplinks"]["backup"] == {"connected": True}
     assert document["uplinks"]["mqtt"]["pending"] == 7
 
+
+
+class HeldAcks:
+    """A stand-in for the MQTT client whose PUBACKs arrive when the test says so."""
+
+    def __init__(self) -> None:
+        self.pending: list[asyncio.Future[None]] = []
+
+    async def publish(self, topic, payload, **kwargs) -> None:
+        acked = asyncio.get_running_loop().create_future()
+        self.pending.append(acked)
+        await acked
+
+
+async def test_the_cursor_moves_only_past_messages_acknowledged_in_order(store, make_publisher) -> None:
+    await store.append(readings(30))
+    publisher = make_publisher("mqtt://127.0.0.1:1883", batch_size=10)
+    client = HeldAcks()
+    async with asyncio.TaskGroup() as group:
+        delivery = group.create_task(publisher._deliver(client))
+        await eventually(lambda: len(client.pending) == 3)
+        client.pending[2].set_result(None)  # the last batch first: nothing may move
+        await asyncio.sleep(0.05)
+        cursor_after_third = await store.cursor("mqtt")
+        client.pending[0].set_result(None)
+        await eventually(lambda: publisher.counters.cursor == 10)
+        client.pending[1].set_result(None)  # now everything up to 30 is acknowledged
+        await eventually(lambda: publisher.counters.cursor == 30)
+        delivery.cancel()
+    assert cursor_after_third == 0
+    assert await store.cursor("mqtt") == 30
+    assert publisher.counters.records_acked == 30
