@@ -25,6 +25,7 @@ from gateway.errors import (
 COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.daemon_commands",
     "gateway.cli.decode_mbus",
+    "gateway.cli.decode_wmbus",
     "gateway.cli.keys",
     "gateway.cli.verify",
     "gateway.cli.readings",

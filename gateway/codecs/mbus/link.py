@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from gateway.codecs.mbus.errors import MBusFrameError
+from gateway.codecs.mbus.stream import ByteStream
 
 ACK = 0xE5
 SHORT_START = 0x10
@@ -206,7 +207,7 @@ def decode_frame(data: bytes) -> Frame:
     return frame
 
 
-class LinkParser:
+class LinkParser(ByteStream):
     """Finds frames in a byte stream (sans-IO).
 
     Feed bytes with :meth:`receive_data`; call :meth:`next_frame` until it returns ``None``
@@ -218,23 +219,8 @@ class LinkParser:
     """
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self.skipped_bytes = 0
+        super().__init__()
         self.frames = 0
-        self.errors = 0
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-    def receive_data(self, data: bytes) -> None:
-        self._buffer += data
-
-    def clear(self) -> None:
-        """Forget buffered bytes (e.g. after a timeout, so a late reply is never taken for
-        the answer to the next request)."""
-        self.skipped_bytes += len(self._buffer)
-        self._buffer.clear()
 
     def bytes_needed(self) -> int:
         """How many more bytes the frame being received needs at least (0 if none started)."""
@@ -265,13 +251,6 @@ class LinkParser:
             del self._buffer[0]
             self.skipped_bytes += 1
         return None
-
-    def _fail(self, reason: str, offset: int, field: str) -> MBusFrameError:
-        # Drop the start byte only: the real frame may begin inside what we rejected.
-        del self._buffer[0]
-        self.skipped_bytes += 1
-        self.errors += 1
-        return MBusFrameError(reason, offset=offset, field=field)
 
     def _short(self) -> ShortFrame | None:
         buf = self._buffer
