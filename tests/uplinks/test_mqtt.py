@@ -125,15 +125,19 @@ async def test_the_last_will_turns_the_retained_status_offline_when_the_connecti
                          "version": states[1]["version"]}
 
 
-async def test_a_cancelled_run_leaves_status_offline_and_propagates_cancellation(mosquitto, make_publisher) -> None:
-    publisher = make_publisher(mosquitto.url)
-    async with Subscriber(mosquitto, STATUS) as sub:
+async def status_after_cancelling(broker: MosquittoBroker, publisher) -> dict[str, Any]:
+    """Run the publisher until it says online, cancel it, and return the status that
+    follows; the cancellation must have propagated out of run()."""
+    async with Subscriber(broker, STATUS) as sub:
         async with running(publisher) as task:
             await sub.wait_for(lambda ms: len(statuses(ms)) == 1)
         assert task.cancelled()
-        messages = await sub.wait_for(lambda ms: len(statuses(ms)) == 2)
-    assert statuses(messages)[1]["state"] == "offline"
-    assert statuses(messages)[1]["reason"] == "shutdown"
+        return statuses(await sub.wait_for(lambda ms: len(statuses(ms)) == 2))[1]
+
+
+async def test_a_cancelled_run_leaves_status_offline_and_propagates_cancellation(mosquitto, make_publisher) -> None:
+    after = await status_after_cancelling(mosquitto, make_publisher(mosquitto.url))
+    assert (after["state"], after["reason"]) == ("offline", "shutdown")
     async with Subscriber(mosquitto, STATUS) as late:  # retained for whoever comes later
         retained = await late.wait_for(lambda ms: len(ms) == 1)
     assert retained[0].retain and json.loads(retained[0].payload)["state"] == "offline"
@@ -150,14 +154,8 @@ async def test_a_shutdown_that_cannot_say_goodbye_in_time_leaves_the_last_will(m
 
     monkeypatch.setattr(aiomqtt.Client, "publish", stuck_goodbye)
     monkeypatch.setattr(uplink_mqtt, "GOODBYE_TIMEOUT_S", 0.1)
-    publisher = make_publisher(mosquitto.url)
-    async with Subscriber(mosquitto, STATUS) as sub:
-        async with running(publisher) as task:
-            await sub.wait_for(lambda ms: len(statuses(ms)) == 1)
-        assert task.cancelled()
-        messages = await sub.wait_for(lambda ms: len(statuses(ms)) == 2)
-    assert statuses(messages)[1]["state"] == "offline"
-    assert statuses(messages)[1]["reason"] == "connection lost"  # published by the broker: the will
+    after = await status_after_cancelling(mosquitto, make_publisher(mosquitto.url))
+    assert (after["state"], after["reason"]) == ("offline", "connection lost")  # the broker's: the will
 
 
 async def test_the_retained_status_carries_the_integrators_status_and_the_uplink_counters(
