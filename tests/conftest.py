@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.mqtt_broker import mosquitto, mosquitto_tls, pki  # noqa: F401  (shared broker fixtures)
+
 # The independent DLMS/COSEM meter fixtures (dlms_meter, dlms_meter_serial, ...).
 pytest_plugins = ("tests.dlms_peer",)
 

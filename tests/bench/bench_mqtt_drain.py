@@ -1,0 +1,181 @@
+"""Backlog drain through the MQTT uplink, beside a raw paho-mqtt publisher.
+
+A real Store is filled with ``--readings`` readings (default 1,000,000); the uplink then
+drains it to a local Mosquitto at QoS 1, signed, ``--batch-size`` readings per message,
+and the time until its cursor reaches the last seq is measured. Beside it, in the same
+run, a plain paho-mqtt client publishes the same payloads (the same batches, built and
+signed beforehand) at QoS 1 with the same number of messages in flight, and the time until
+the last PUBACK is measured. Goals: >= 50,000 readings/s and >= 0.8 of the raw publisher.
+
+Each round runs the raw publisher and the uplink in turn (``--rounds``, default 3); the
+CPU is shared with other work, so the best run of each is compared and the medians given.
+
+    .venv/bin/python tests/bench/bench_mqtt_drain.py [--readings N] [--batch-size B] [--rounds R]
+    .venv/bin/python tests/bench/bench_mqtt_drain.py --readings 100000 --profile   # cProfile of the uplink
+
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import platform
+import pstats
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from gateway.config import MqttUplink, StoreSection  # noqa: E402
+from gateway.payload import batch_payload  # noqa: E402
+from gateway.signing import SigningKey  # noqa: E402
+from gateway.store import Store  # noqa: E402
+from gateway.uplinks import mqtt as uplink_mqtt  # noqa: E402
+from gateway.uplinks.mqtt import MqttPublisher  # noqa: E402
+from tests.bench.store_workload import readouts  # noqa: E402
+from tests.mqtt_broker import running_broker  # noqa: E402
+
+GATEWAY = "bench-gw"
+FILL_CHUNK = 10_000
+
+
+async def fill(store: Store, count: int) -> None:
+    for first in range(0, count, FILL_CHUNK):
+        size = min(FILL_CHUNK, count - first)
+        await store.append(readouts(size, first=first // 10))
+
+
+async def no_status() -> dict:
+    return {}
+
+
+async def uplink_drain(url: str, store: Store, key: SigningKey, name: str, batch_size: int,
+                       profile: cProfile.Profile | None = None) -> float:
+    """Seconds from run() until the uplink's cursor reaches the store's last seq."""
+    publisher = MqttPublisher(MqttUplink(url=url, name=name, batch_size=batch_size), gateway_id=GATEWAY,
+                              store=store, signer=key, status=no_status)
+    target = store.last_seq
+    done = asyncio.Event()
+    async with asyncio.TaskGroup() as group:
+        if profile:
+            profile.enable()
+        started = time.perf_counter()
+        task = group.create_task(publisher.run())
+        group.create_task(watch_cursor(publisher, target, done))
+        await done.wait()
+        elapsed = time.perf_counter() - started
+        if profile:
+            profile.disable()
+        task.cancel()
+    if publisher.counters.connects != 1:
+        raise SystemExit(f"the uplink reconnected during the benchmark: {publisher.counters}")
+    return elapsed
+
+
+async def watch_cursor(publisher: MqttPublisher, target: int, done: asyncio.Event) -> None:
+    while publisher.counters.cursor < target:
+        await asyncio.sleep(0.005)
+    done.set()
+
+
+async def build_payloads(store: Store, key: SigningKey, batch_size: int) -> list[bytes]:
+    """The uplink's messages, built and signed before the raw publisher's clock starts."""
+    payloads = []
+    after = 0
+    while batch := await store.read_after(after, batch_size):
+        payloads.append(json.dumps(key.sign(batch_payload(GATEWAY, batch)), separators=(",", ":")).encode())
+        after = batch[-1].seq
+    return payloads
+
+
+def raw_publish(host: str, port: int, payloads: list[bytes], in_flight: int) -> float:
+    """Seconds for a plain paho client (its own network thread) to publish the payloads at
+    QoS 1 and receive every PUBACK."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(in_flight)
+    acked = 0
+    all_acked = threading.Event()
+
+    def on_publish(client, userdata, mid, reason_code, properties) -> None:
+        nonlocal acked
+        acked += 1
+        if acked == len(payloads):
+            all_acked.set()
+
+    client.on_publish = on_publish
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        topic = f"metering/{GATEWAY}/readings"
+        started = time.perf_counter()
+        for payload in payloads:
+            client.publish(topic, payload, qos=1)
+        if not all_acked.wait(timeout=600):
+            raise SystemExit(f"raw publisher: only {acked} of {len(payloads)} PUBACKs arrived")
+        return time.perf_counter() - started
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def main(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
+        directory = Path(tmp)
+        with running_broker(directory / "broker") as broker:
+            async with Store(directory / "store.sqlite", StoreSection()) as store:
+                key = SigningKey.load_or_create(directory / "keys" / "signing-key.pem")
+                started = time.perf_counter()
+                await fill(store, args.readings)
+                fill_s = time.perf_counter() - started
+                payloads = await build_payloads(store, key, args.batch_size)
+                profile = cProfile.Profile() if args.profile else None
+                raw_rates, uplink_rates = [], []
+                for round_number in range(args.rounds):
+                    raw_s = raw_publish(broker.host, broker.port, payloads, uplink_mqtt.MAX_IN_FLIGHT)
+                    raw_rates.append(args.readings / raw_s)
+                    uplink_s = await uplink_drain(broker.url, store, key, f"bench{round_number}", args.batch_size,
+                                                  profile if round_number == 0 else None)
+                    uplink_rates.append(args.readings / uplink_s)
+    if profile:
+        stats = pstats.Stats(profile, stream=sys.stderr)
+        stats.sort_stats("cumulative").print_stats(35)
+        stats.sort_stats("tottime").print_stats(25)
+    best_uplink, best_raw = max(uplink_rates), max(raw_rates)
+    return {
+        "benchmark": "mqtt_drain",
+        "readings": args.readings,
+        "batch_size": args.batch_size,
+        "messages": len(payloads),
+        "message_bytes_avg": round(sum(map(len, payloads)) / len(payloads)),
+        "in_flight": uplink_mqtt.MAX_IN_FLIGHT,
+        "fill_readings_per_s": round(args.readings / fill_s),
+        "uplink_readings_per_s": round(best_uplink),
+        "raw_paho_readings_per_s": round(best_raw),
+        "ratio": round(best_uplink / best_raw, 3),
+        "uplink_median_readings_per_s": round(statistics.median(uplink_rates)),
+        "raw_paho_median_readings_per_s": round(statistics.median(raw_rates)),
+        "goal_readings_per_s": 50_000,
+        "goal_ratio": 0.8,
+        "meets_goals": best_uplink >= 50_000 and best_uplink / best_raw >= 0.8,
+        "rounds": args.rounds,
+        "python": platform.python_version(),
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readings", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="cProfile the first uplink drain (to stderr)")
+    print(json.dumps(asyncio.run(main(parser.parse_args()))))
