@@ -133,6 +133,61 @@ BROKEN = [
 ]
 
 
+WIRELESS = VALID + """
+[[buses]]
+name = "radio"
+protocol = "wmbus"
+port = "/dev/ttyACM0"
+dongle = "imst"
+
+[[meters]]
+name = "water-1"
+protocol = "wmbus"
+bus = "radio"
+id = "12345678"
+expected_interval_s = 120
+"""
+
+WIRELESS_BROKEN = [
+    ("unknown dongle",
+     WIRELESS.replace('dongle = "imst"', 'dongle = "rtl-sdr"'),
+     "gw.toml:27: buses[1].dongle: Input should be 'imst', 'amber' or 'cul'"),
+    ("a cul asked for two modes",
+     WIRELESS.replace('dongle = "imst"', 'dongle = "cul"\nmode = "c1+t1"'),
+     "gw.toml:23: buses[1]: a cul stick (culfw) listens to one mode at a time: t1, c1 or s1"),
+    ("unknown link mode",
+     WIRELESS.replace('dongle = "imst"', 'dongle = "imst"\nmode = "t2"'),
+     "gw.toml:28: buses[1].mode: Input should be 't1', 'c1', 's1' or 'c1+t1'"),
+    ("a dongle at a speed no dongle uses",
+     WIRELESS.replace('dongle = "imst"', 'dongle = "imst"\nbaud = 4800'),
+     "gw.toml:28: buses[1].baud: must be one of 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600"),
+    ("a silence timeout of zero",
+     WIRELESS.replace('dongle = "imst"', 'dongle = "imst"\nsilence_timeout_s = 0'),
+     "gw.toml:28: buses[1].silence_timeout_s: Input should be greater than 0"),
+    ("a wireless meter on a wired M-Bus",
+     WIRELESS.replace('bus = "radio"', 'bus = "bus1"'),
+     "gw.toml:32: meters[1].bus: bus 'bus1' is mbus, but this meter speaks wmbus"),
+    ("a wired meter on a radio dongle",
+     WIRELESS.replace('bus = "bus1"', 'bus = "radio"'),
+     "gw.toml:20: meters[0].bus: bus 'radio' is wmbus, but this meter speaks mbus"),
+    ("an identification that is not 8 digits",
+     WIRELESS.replace('id = "12345678"', 'id = "1234567"'),
+     'gw.toml:33: meters[1].id: must be the meter\'s 8-digit identification number, e.g. "12345678"'),
+    ("a manufacturer that is not 3 letters",
+     WIRELESS.replace('id = "12345678"', 'id = "12345678"\nmanufacturer = "KAMS"'),
+     'gw.toml:34: meters[1].manufacturer: must be the 3-letter manufacturer code, e.g. "KAM"'),
+    ("a wireless meter without its transmission interval",
+     WIRELESS.replace("expected_interval_s = 120\n", ""),
+     "gw.toml:29: meters[1].expected_interval_s: required setting is missing"),
+    ("two meters a telegram cannot tell apart",
+     WIRELESS + '\n[[meters]]\nname = "water-2"\nprotocol = "wmbus"\nbus = "radio"\nid = "12345678"\n'
+                'manufacturer = "KAM"\nexpected_interval_s = 120\n',
+     "gw.toml:40: meters[2].id: meter 'water-1' on bus 'radio' has the same identification; set manufacturer, "
+     "version or device_type to tell them apart"),
+]
+BROKEN += WIRELESS_BROKEN
+
+
 @pytest.mark.parametrize("text, expected", [(t, e) for _, t, e in BROKEN], ids=[n for n, _, _ in BROKEN])
 def test_broken_configuration_gives_its_exact_one_line_error(text, expected):
     assert problems(text) == [expected]
@@ -207,22 +262,6 @@ def test_the_documented_example_configuration_is_valid():
 
 # -- wireless M-Bus ---------------------------------------------------------------------------------
 
-WIRELESS = VALID + """
-[[buses]]
-name = "radio"
-protocol = "wmbus"
-port = "/dev/ttyACM0"
-dongle = "imst"
-
-[[meters]]
-name = "water-1"
-protocol = "wmbus"
-bus = "radio"
-id = "12345678"
-expected_interval_s = 120
-"""
-
-
 def test_a_wireless_dongle_and_meter_load_with_their_defaults():
     config = parse_config(WIRELESS, "gw.toml")
     radio, meter = config.buses[1], config.meters[1]
@@ -237,48 +276,6 @@ def test_each_dongle_defaults_to_its_own_line_speed(dongle, baud):
     assert parse_config(WIRELESS.replace('dongle = "imst"', f'dongle = "{dongle}"')).buses[1].line_baud == baud
 
 
-WIRELESS_BROKEN = [
-    ("unknown dongle",
-     WIRELESS.replace('dongle = "imst"', 'dongle = "rtl-sdr"'),
-     "gw.toml:27: buses[1].dongle: Input should be 'imst', 'amber' or 'cul'"),
-    ("a cul asked for two modes",
-     WIRELESS.replace('dongle = "imst"', 'dongle = "cul"\nmode = "c1+t1"'),
-     "gw.toml:23: buses[1]: a cul stick (culfw) listens to one mode at a time: t1, c1 or s1"),
-    ("unknown link mode",
-     WIRELESS.replace('dongle = "imst"', 'dongle = "imst"\nmode = "t2"'),
-     "gw.toml:28: buses[1].mode: Input should be 't1', 'c1', 's1' or 'c1+t1'"),
-    ("a dongle at a speed no dongle uses",
-     WIRELESS.replace('dongle = "imst"', 'dongle = "imst"\nbaud = 4800'),
-     "gw.toml:28: buses[1].baud: must be one of 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600"),
-    ("a silence timeout of zero",
-     WIRELESS.replace('dongle = "imst"', 'dongle = "imst"\nsilence_timeout_s = 0'),
-     "gw.toml:28: buses[1].silence_timeout_s: Input should be greater than 0"),
-    ("a wireless meter on a wired M-Bus",
-     WIRELESS.replace('bus = "radio"', 'bus = "bus1"'),
-     "gw.toml:32: meters[1].bus: bus 'bus1' is mbus, but this meter speaks wmbus"),
-    ("a wired meter on a radio dongle",
-     WIRELESS.replace('bus = "bus1"', 'bus = "radio"'),
-     "gw.toml:20: meters[0].bus: bus 'radio' is wmbus, but this meter speaks mbus"),
-    ("an identification that is not 8 digits",
-     WIRELESS.replace('id = "12345678"', 'id = "1234567"'),
-     'gw.toml:33: meters[1].id: must be the meter\'s 8-digit identification number, e.g. "12345678"'),
-    ("a manufacturer that is not 3 letters",
-     WIRELESS.replace('id = "12345678"', 'id = "12345678"\nmanufacturer = "KAMS"'),
-     'gw.toml:34: meters[1].manufacturer: must be the 3-letter manufacturer code, e.g. "KAM"'),
-    ("a wireless meter without its transmission interval",
-     WIRELESS.replace("expected_interval_s = 120\n", ""),
-     "gw.toml:29: meters[1].expected_interval_s: required setting is missing"),
-    ("two meters a telegram cannot tell apart",
-     WIRELESS + '\n[[meters]]\nname = "water-2"\nprotocol = "wmbus"\nbus = "radio"\nid = "12345678"\n'
-                'manufacturer = "KAM"\nexpected_interval_s = 120\n',
-     "gw.toml:40: meters[2].id: meter 'water-1' on bus 'radio' has the same identification; set manufacturer, "
-     "version or device_type to tell them apart"),
-]
-
-
-@pytest.mark.parametrize("text, expected", [(t, e) for _, t, e in WIRELESS_BROKEN], ids=[n for n, _, _ in WIRELESS_BROKEN])
-def test_broken_wireless_configuration_gives_its_exact_one_line_error(text, expected):
-    assert problems(text) == [expected]
 
 
 def test_two_meters_with_one_identification_are_fine_when_their_manufacturers_differ():

@@ -33,16 +33,8 @@ from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.records import DataRecord
 from gateway.collectors.base import PolledBus, Sink
 from gateway.collectors.mbus_master import MBusMaster, Readout, Telegram, parse_secondary
-from gateway.collectors.mbus_readings import (  # noqa: F401 - the naming rule, re-exported for callers
-    FUNCTION_NAMES,
-    RecordSource,
-    aware,
-    meter_time,
-    quantity_name,
-    readings_from_sources,
-    slug,
-    unique_names,
-)
+from gateway.collectors.mbus_readings import RecordSource, meter_time, readings_from_sources, unique_names
+from gateway.collectors.mbus_readings import quantity_name  # noqa: F401 - the naming rule, as callers know it
 from gateway.config import MBusBus, MBusMeter
 from gateway.errors import TransportError
 from gateway.model import Reading, Record, mbus_device_id, utc_now

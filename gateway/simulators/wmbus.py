@@ -42,17 +42,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
 import re
-import signal
 import sys
-import tty
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from gateway.codecs.mbus.application import CI_VARIABLE_SHORT_HEADER, manufacturer_code
 from gateway.codecs.mbus.dongles import amber, imst
@@ -65,7 +63,7 @@ from gateway.codecs.mbus.telegram import CHECK_BYTES, MODE_AES_CBC_IV
 from gateway.codecs.mbus.tpl import CF_BLOCKS_SHIFT, CF_MODE_SHIFT
 from gateway.codecs.mbus.wireless_link import FrameFormat, LinkMode, WirelessFrame, add_crc_blocks
 from gateway.codecs.mbus.wmbus_security import BLOCK, AesKey, aes_cbc_encrypt, mode5_iv
-from gateway.simulators.mbus import _PtyWriter
+from gateway.simulators.pty import pty_end, serve_until_signalled
 
 C_SND_NR = 0x44  # EN 13757-4 C-field: send/no reply, a meter's spontaneous telegram
 IDLE_FILLER = 0x2F  # EN 13757-3 DIF 0x2F: pads the encrypted payload to whole blocks
@@ -177,6 +175,19 @@ def _reverse(table: dict[LinkMode, int], combined: int) -> dict[int, set[LinkMod
     return out
 
 
+def parsed(parser: Any, data: bytes) -> Iterator[Any]:
+    """What the host's bytes hold, read with the codec's adapter (broken messages skipped)."""
+    parser.receive_data(data)
+    while True:
+        try:
+            message = parser.next_event()
+        except MBusFrameError:
+            continue
+        if message is None:
+            return
+        yield message
+
+
 def _noise(rng: random.Random, size: int, avoid: int) -> bytes:
     return bytes(byte for byte in rng.randbytes(size * 2) if byte != avoid)[:size]
 
@@ -193,17 +204,8 @@ class ImstDongle(SimulatedDongle):
         self._parser = ImstHci()
 
     def received(self, data: bytes) -> bytes:
-        self._parser.receive_data(data)
-        out = b""
-        while True:
-            try:
-                message = self._parser.next_event()
-            except MBusFrameError:
-                continue
-            if message is None:
-                return out
-            if isinstance(message, HciMessage) and message.endpoint == imst.DEVMGMT:
-                out += self._answer(message)
+        return b"".join(self._answer(message) for message in parsed(self._parser, data)
+                        if isinstance(message, HciMessage) and message.endpoint == imst.DEVMGMT)
 
     def _answer(self, message: HciMessage) -> bytes:
         if message.message_id == imst.GET_DEVICEINFO_REQ:
@@ -247,17 +249,9 @@ class AmberDongle(SimulatedDongle):
         self._parser = AmberAdapter(rssi=False)
 
     def received(self, data: bytes) -> bytes:
-        self._parser.receive_data(data)
-        out = b""
-        while True:
-            try:
-                request = self._parser.next_event()
-            except MBusFrameError:
-                continue
-            if request is None:
-                return out
-            if isinstance(request, AmberConfirm):  # the parser names any command frame so
-                out += self._answer(request.command, request.payload)
+        # The adapter reads any command frame as a confirmation: the host's requests too.
+        return b"".join(self._answer(request.command, request.payload) for request in parsed(self._parser, data)
+                        if isinstance(request, AmberConfirm))
 
     def _answer(self, command: int, payload: bytes) -> bytes:
         confirm = command | amber.CONFIRM
@@ -370,35 +364,21 @@ async def serve_dongle(dongle: SimulatedDongle, meters: Sequence[WirelessMeterMo
                        faults: Faults | None = None) -> AsyncIterator[DongleServer]:
     """Serve ``dongle`` hearing ``meters`` on a new pseudo-terminal for the block."""
     faults = faults or Faults()
-    loop = asyncio.get_running_loop()
-    master_fd, slave_fd = os.openpty()
-    tty.setraw(slave_fd)  # no echo, no line discipline until the host configures it
-    os.set_blocking(master_fd, False)
-    writer = _PtyWriter(master_fd)
-    server = DongleServer(os.ttyname(slave_fd), dongle, list(meters))
+    server: DongleServer | None = None
 
-    def readable() -> None:
+    def received(data: bytes) -> None:
+        if server is not None and (answer := dongle.received(data)):
+            end.write(answer)
+
+    async with pty_end(received) as end:
+        server = DongleServer(end.path, dongle, list(meters))
+        task = asyncio.ensure_future(_transmit(server, end.write, faults))
         try:
-            data = os.read(master_fd, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return  # EIO while nobody has the other side open: nothing to read
-        if data and (answer := dongle.received(data)):
-            writer.write(answer)
-
-    loop.add_reader(master_fd, readable)
-    task = asyncio.ensure_future(_transmit(server, writer.write, faults))
-    try:
-        yield server
-    finally:
-        loop.remove_reader(master_fd)
-        writer.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        os.close(master_fd)
-        os.close(slave_fd)  # kept open until now so the master side never reads EIO
+            yield server
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _transmit(server: DongleServer, write: Callable[[bytes], None], faults: Faults) -> None:
@@ -503,21 +483,12 @@ def dongle_from_args(args: argparse.Namespace) -> SimulatedDongle:
     return DONGLES[args.dongle]()
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    faults = Faults(garbage=args.garbage, repeat=args.repeat, silent_after_s=args.silent_after,
-                    silent_for_s=args.silent_for)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    async with serve_dongle(dongle_from_args(args), meters_from_args(args), faults) as server:
-        print(f"PTY {server.path}", flush=True)
-        await stop.wait()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    asyncio.run(_serve(args))
+    faults = Faults(garbage=args.garbage, repeat=args.repeat, silent_after_s=args.silent_after,
+                    silent_for_s=args.silent_for)
+    server = serve_dongle(dongle_from_args(args), meters_from_args(args), faults)
+    asyncio.run(serve_until_signalled(server, lambda running: f"PTY {running.path}"))
     return 0
 
 

@@ -3,37 +3,24 @@ process), JSON Lines per telegram, the table, the advice, and the failures' exit
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 
 from gateway.cli import main
 
-from tests.collectors.mbus_helpers import ROOT
+from tests.collectors.mbus_helpers import ROOT, announced_pty
 from tests.collectors.wmbus_helpers import KEY, key_file
 
 pytestmark = pytest.mark.integration
 
 
-@contextlib.contextmanager
-def dongle(*args: str) -> Iterator[str]:
+def dongle(*args: str):
     """``python -m gateway.simulators.wmbus ARGS`` in its own process; yields its pty."""
-    process = subprocess.Popen([sys.executable, "-m", "gateway.simulators.wmbus", *args], stdout=subprocess.PIPE,
-                               text=True, cwd=ROOT)
-    try:
-        line = process.stdout.readline().split()
-        if len(line) != 2 or line[0] != "PTY":
-            raise RuntimeError(f"simulator did not start: {line}")
-        yield line[1]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        process.stdout.close()
+    return announced_pty([sys.executable, "-m", "gateway.simulators.wmbus", *args])
 
 
 @pytest.fixture
