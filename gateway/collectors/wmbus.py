@@ -227,7 +227,7 @@ class WMBusReceiver:
         ``silence_timeout_s`` (returns how long)."""
         loop = asyncio.get_running_loop()
         silence_s = self.bus.silence_timeout_s
-        last_data = loop.time()
+        last_data = next_watch = loop.time()
         while not self._stopping:
             received_before = self.counters["bytes"]
             wait_s = max(0.0, min(self.tick_s, last_data + silence_s - loop.time()))
@@ -236,7 +236,9 @@ class WMBusReceiver:
                 last_data = loop.time()
             for telegram in telegrams:
                 await self._handle(telegram)
-            await self._watch_meters()
+            if loop.time() >= next_watch:
+                next_watch = loop.time() + self.tick_s
+                await self._watch_meters()
             silent_s = loop.time() - last_data
             if silent_s >= silence_s:
                 return silent_s

@@ -4,6 +4,9 @@ event, not one per telegram), watchdogs; and the naming rule it shares with wire
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import socket
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -19,7 +22,7 @@ from gateway.collectors.mbus import readings_from_readout
 from gateway.collectors.mbus_master import Readout, Telegram
 from gateway.collectors.wmbus import NotHeardYet, WMBusReceiver
 from gateway.collectors.wmbus_telegrams import DuplicateFilter, Sightings, interpret, readings_of
-from gateway.config import StoreSection, parse_config
+from gateway.config import StoreSection, WMBusDongle, parse_config
 from gateway.errors import ConfigError, TransportError
 from gateway.model import Reading
 from gateway.simulators.wmbus import DONGLES, AmberDongle, Faults, serve_dongle
@@ -50,11 +53,12 @@ def scenario(tmp_path):
     """Meters on the air and the configuration that knows some of them."""
     meters = {
         "good": model("11111111", KEY),  # encrypted, key configured
-        "plain": model("22222222"),  # plaintext, configured without a key
+        "plain": model("22222222", status=0x04),  # plaintext, configured without a key; power low
         "stranger": model("33333333"),  # plaintext, not configured
         "secret": model("44444444", OTHER_KEY),  # encrypted, not configured
         "wrong": model("55555555", OTHER_KEY),  # configured with another key
         "downgraded": model("66666666"),  # plaintext although a key is configured
+        "keyless": model("88888888", OTHER_KEY),  # encrypted, configured without a key
     }
     key = key_file(tmp_path, "good.key")
     configured = [
@@ -62,6 +66,7 @@ def scenario(tmp_path):
         meter_config("plain", "22222222"),
         meter_config("wrong", "55555555", key_file=key),
         meter_config("downgraded", "66666666", key_file=key),
+        meter_config("keyless", "88888888"),
     ]
     return meters, configured
 
@@ -76,6 +81,7 @@ async def test_a_dongle_is_initialised_and_its_telegrams_become_exact_readings_r
             await until(lambda: len({r.raw for r in sink.readings("GWY-11111111-01-07")}) >= 3
                         and receiver.status()["meters"]["wrong"]["security_refusals"] >= 3
                         and receiver.status()["meters"]["downgraded"]["security_refusals"] >= 2
+                        and receiver.status()["meters"]["keyless"]["security_refusals"] >= 2
                         and len(receiver.unknown) == 2)
     status = receiver.status()
     counters = status["counters"]
@@ -104,8 +110,10 @@ async def test_a_dongle_is_initialised_and_its_telegrams_become_exact_readings_r
     assert counters["garbage_bytes"] >= GARBAGE * (counters["frames"] // 2)
     assert counters["crc_errors"] == counters["frame_errors"] == 0
 
-    # The plaintext meter configured without a key is stored too.
-    assert {r.value for r in sink.readings("GWY-22222222-01-07") if r.quantity == "volume;storage=1"} == {Decimal("123.456")}
+    # The plaintext meter configured without a key is stored too, its status byte untouched.
+    plain = sink.readings("GWY-22222222-01-07")
+    assert {r.value for r in plain if r.quantity == "volume;storage=1"} == {Decimal("123.456")}
+    assert {r.status for r in plain} == {"04"}
 
     # Unknown meters are listed, not stored.
     unknown = {s["id"]: s for s in status["unknown_meters"]}
@@ -116,13 +124,14 @@ async def test_a_dongle_is_initialised_and_its_telegrams_become_exact_readings_r
 
     # Refusals: counted per meter, one event per meter (not one per telegram), no key in it.
     refused = sink.events("security.refused")
-    assert sorted(e.details["meter"] for e in refused) == ["downgraded", "wrong"]
+    assert sorted(e.details["meter"] for e in refused) == ["downgraded", "keyless", "wrong"]
     details = {e.details["meter"]: e.details for e in refused}
     assert details["wrong"]["reason"] == "authentication_failed" and details["downgraded"]["reason"] == "plaintext"
+    assert details["keyless"]["reason"] == "no_key" and all(d["count"] == 1 for d in details.values())
     assert all(KEY not in e.message and KEY.lower() not in e.message for e in refused)
     assert status["meters"]["wrong"]["state"] == "failing" and status["meters"]["good"]["state"] == "ok"
     assert counters["security_refusals"] == sum(m["security_refusals"] for m in status["meters"].values())
-    assert not sink.readings("GWY-55555555-01-07") and not sink.readings("GWY-66666666-01-07")
+    assert not [r for r in sink.readings() if r.device.split("-")[1] in ("55555555", "66666666", "88888888")]
 
 
 async def test_an_amber_module_in_transparent_mode_without_rssi_is_read_as_it_is_configured(tmp_path):
@@ -164,7 +173,7 @@ async def test_readings_go_through_a_real_store_with_their_raw_telegram(tmp_path
             assert reading.value == good.volume_at(telegram_number(good, reading.raw))
 
 
-async def test_a_silent_dongle_is_reopened_and_initialised_again_with_a_dongle_reset_event(tmp_path):
+async def test_a_silent_dongle_is_reopened_and_initialised_again_with_a_dongle_reset_event():
     sink = ListSink()
     async with serve_dongle(DONGLES["imst"](), [model("22222222")]) as server:
         bus = dongle_config(server.path, "imst", silence_timeout_s=0.5)
@@ -176,9 +185,22 @@ async def test_a_silent_dongle_is_reopened_and_initialised_again_with_a_dongle_r
             server.silent = False
             heard = len(sink.readings())
             await until(lambda: len(sink.readings()) > heard)
-    (reset,) = sink.events("dongle.reset")[:1]
-    assert reset.details["silent_s"] >= 0 and receiver.counters["dongle_resets"] >= 1
+    reset = sink.events("dongle.reset")[0]
+    assert reset.details["silent_s"] >= 0 and reset.details["resets"] == 1 and reset.source == "radio"
     assert server.dongle.inits == 1 + receiver.counters["dongle_resets"]
+
+
+async def test_a_dongle_that_stalls_for_a_while_by_itself_is_reset_and_heard_again():
+    sink = ListSink()
+    faults = Faults(silent_after_s=0.6, silent_for_s=1.2)
+    async with serve_dongle(DONGLES["amber"](), [model("22222222")], faults) as server:
+        bus = dongle_config(server.path, "amber", silence_timeout_s=0.5)
+        receiver = WMBusReceiver(bus, [meter_config("plain", "22222222")], sink, BERLIN, tick_s=0.1)
+        async with receiving(receiver):
+            await until(lambda: sink.events("dongle.reset"))
+            heard = len(sink.readings())
+            await until(lambda: len(sink.readings()) > heard)
+    assert receiver.counters["dongle_resets"] >= 1 and server.dongle.inits >= 2
 
 
 async def test_a_meter_that_stops_transmitting_is_not_heard_and_then_recovers(tmp_path):
@@ -331,3 +353,34 @@ def test_the_table_of_meters_heard_is_bounded_and_keeps_the_most_recent():
         frame = model(f"{n:08d}").telegram_at(1)
         sightings.note(interpret(ReceivedTelegram(frame), decode_frame(frame), decoder, None), at)
     assert [s.address.identification for s in sightings] == ["00000002", "00000003", "00000004"]
+
+
+async def test_a_dongle_behind_a_tcp_serial_server_is_received_the_same_way(tmp_path):
+    socat = shutil.which("socat")
+    if socat is None:
+        pytest.fail("socat is not installed (apt-get install socat)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = ListSink()
+    async with serve_dongle(DONGLES["imst"](), [model("11111111", KEY)]) as server:
+        relay = await asyncio.create_subprocess_exec(
+            socat, f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", f"FILE:{server.path},raw,echo=0")
+        try:
+            await until(lambda: _listening(port))
+            bus = WMBusDongle(name="radio", protocol="wmbus", tcp=f"127.0.0.1:{port}", dongle="imst")
+            receiver = WMBusReceiver(bus, [meter_config("good", "11111111", key_file=key_file(tmp_path, "k"))],
+                                     sink, BERLIN)
+            async with receiving(receiver):
+                await until(lambda: len(sink.readings()) >= 8)
+        finally:
+            relay.terminate()
+            await relay.wait()
+    assert receiver.status()["dongle"]["tcp"] == f"127.0.0.1:{port}" and server.dongle.inits == 1
+    assert {r.device for r in sink.readings()} == {"GWY-11111111-01-07"}
+
+
+def _listening(port: int) -> bool:
+    """Whether a TCP port on loopback is listening (without connecting to it)."""
+    with open("/proc/net/tcp") as table:
+        return any(line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A" for line in table.readlines()[1:])
