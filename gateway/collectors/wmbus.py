@@ -203,8 +203,8 @@ class WMBusReceiver:
                 log.warning("bus %s: dongle silent for %.0f s; reopening it", self.name, silent_s)
                 await self._sink.commit([self._event(
                     "dongle.reset", Severity.WARNING, f"dongle on {transport.description} was silent for "
-                    f"{silent_s:.0f} s and was reopened", None, {"silent_s": round(silent_s),
-                                                                  "resets": self.counters["dongle_resets"]})])
+                    f"{silent_s:.0f} s; it is reopened and initialised again", None,
+                    {"silent_s": round(silent_s), "resets": self.counters["dongle_resets"]})])
 
     # -- listening ----------------------------------------------------------------------------
 
