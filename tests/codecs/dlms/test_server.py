@@ -1,0 +1,212 @@
+"""The server association (the gateway serving the HES) against the client association: every
+security setting, block transfers both ways, and every refusal a server must give."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.codecs.dlms.apdu import decode_apdu
+from gateway.codecs.dlms.association import (
+    ActionOutcome,
+    Associated,
+    AssociationRejected,
+    Authentication,
+    ClientAssociation,
+    ClientSettings,
+    GetListResult,
+    GetResult,
+    NextRequest,
+    Released,
+    SecuritySettings,
+    SetResult,
+)
+from gateway.codecs.dlms.axdr import Data, DataType
+from gateway.codecs.dlms.errors import DLMSSecurityError, DLMSStateError
+from gateway.codecs.dlms.obis import Obis
+from gateway.codecs.dlms.security import MemoryInvocationCounters, SecurityKeys
+from gateway.codecs.dlms.server import Reply, ServerAssociation, ServerSettings, ServerState, ServiceRequest
+from gateway.codecs.dlms.services import (
+    ActionRequestNormal,
+    ActionResult,
+    AttributeDescriptor,
+    DataAccessResult,
+    GetRequestNormal,
+    GetRequestWithList,
+    MethodDescriptor,
+    SetRequestNormal,
+)
+from gateway.codecs.dlms.xdlms import ExceptionResponse
+
+from .fake_meter import CLIENT_TITLE, GREEN_KEYS
+
+GATEWAY_TITLE = bytes.fromhex("4757590000000001")
+CLIENT_SECURITY = SecuritySettings(CLIENT_TITLE, GREEN_KEYS)
+SERVER_SECURITY = SecuritySettings(GATEWAY_TITLE, GREEN_KEYS)
+ENERGY = AttributeDescriptor(3, Obis.parse("1-0:1.8.0"), 2)
+BUFFER = AttributeDescriptor(7, Obis.parse("1-0:99.1.0"), 2)
+ECHO = MethodDescriptor(9, Obis.parse("0-0:10.0.0"), 1)
+LONG = Data(DataType.ARRAY, tuple(Data(DataType.DOUBLE_LONG_UNSIGNED, n) for n in range(300)))
+
+
+class Application:
+    """What the gateway would serve: a few attributes and a method that echoes."""
+
+    def __init__(self) -> None:
+        self.values = {ENERGY: Data(DataType.DOUBLE_LONG_UNSIGNED, 42), BUFFER: LONG}
+        self.requests: list = []
+
+    def answer(self, server: ServerAssociation, request) -> bytes:
+        self.requests.append(request)
+        if isinstance(request, GetRequestNormal):
+            return server.answer_get(self.values.get(request.attribute, DataAccessResult(4)))
+        if isinstance(request, GetRequestWithList):
+            return server.answer_get_list([self.values.get(i.attribute, DataAccessResult(4))
+                                           for i in request.attributes])
+        if isinstance(request, SetRequestNormal):
+            self.values[request.attribute] = request.value
+            return server.answer_set(DataAccessResult(0))
+        if isinstance(request, ActionRequestNormal):
+            return server.answer_action(ActionResult(0), request.parameters)
+        raise AssertionError(request)
+
+
+def run(client: ClientAssociation, server: ServerAssociation, app: Application, apdu: bytes, sizes=None):
+    """One exchange to its final client event; ``sizes`` collects (request, reply) lengths."""
+    for _ in range(2000):
+        event = server.receive_apdu(apdu)
+        reply = event.apdu if isinstance(event, Reply) else app.answer(server, event.request)
+        if sizes is not None:
+            sizes.append((len(apdu), len(reply)))
+        answer = client.receive_apdu(reply)
+        if not isinstance(answer, NextRequest):
+            return answer
+        apdu = answer.apdu
+    raise AssertionError("no end")
+
+
+def pair(client_settings: ClientSettings, server_settings: ServerSettings):
+    client = ClientAssociation(client_settings, MemoryInvocationCounters(outgoing={CLIENT_TITLE: 5}))
+    server = ServerAssociation(server_settings, MemoryInvocationCounters(outgoing={GATEWAY_TITLE: 9}))
+    return client, server, Application()
+
+
+SETTINGS = {
+    "none": (ClientSettings(), ServerSettings()),
+    "lls": (ClientSettings(Authentication.LOW, password=b"secret"),
+            ServerSettings(Authentication.LOW, password=b"secret")),
+    "hls-gmac": (ClientSettings(Authentication.HIGH_GMAC, security=CLIENT_SECURITY),
+                 ServerSettings(Authentication.HIGH_GMAC, security=SERVER_SECURITY)),
+    "ciphered": (ClientSettings(ciphered=True, security=CLIENT_SECURITY),
+                 ServerSettings(ciphered=True, security=SERVER_SECURITY)),
+    "hls-gmac-ciphered": (ClientSettings(Authentication.HIGH_GMAC, ciphered=True, security=CLIENT_SECURITY),
+                          ServerSettings(Authentication.HIGH_GMAC, ciphered=True, security=SERVER_SECURITY)),
+    "general-glo": (ClientSettings(ciphered=True, security=SecuritySettings(CLIENT_TITLE, GREEN_KEYS,
+                                                                            general_protection=True)),
+                    ServerSettings(ciphered=True, security=SERVER_SECURITY)),
+    "dedicated-key": (ClientSettings(ciphered=True, security=SecuritySettings(CLIENT_TITLE, GREEN_KEYS,
+                                                                              dedicated_key=bytes(range(16)))),
+                      ServerSettings(ciphered=True, security=SERVER_SECURITY)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_client_and_server_associate_get_set_act_and_release(name):
+    client, server, app = pair(*SETTINGS[name])
+    assert isinstance(run(client, server, app, client.send_aarq()), Associated)
+    assert server.state is ServerState.READY
+    energy = Data(DataType.DOUBLE_LONG_UNSIGNED, 42)
+    assert run(client, server, app, client.send_get(ENERGY)) == GetResult(ENERGY, energy)
+    assert run(client, server, app, client.send_set(ENERGY, Data(DataType.DOUBLE_LONG_UNSIGNED, 7))).result.success
+    assert run(client, server, app, client.send_get(ENERGY)).result.value == 7
+    missing = AttributeDescriptor(1, Obis.parse("0-0:96.1.0"), 2)
+    assert run(client, server, app, client.send_get(missing)).result == DataAccessResult(4)
+    listed = run(client, server, app, client.send_get_with_list([ENERGY, missing]))
+    assert isinstance(listed, GetListResult) and listed.results[1] == DataAccessResult(4)
+    outcome = run(client, server, app, client.send_action(ECHO, Data(DataType.UNSIGNED, 3)))
+    assert outcome == ActionOutcome(ECHO, ActionResult(0), Data(DataType.UNSIGNED, 3))
+    assert isinstance(run(client, server, app, client.send_release()), Released)
+    assert server.state is ServerState.IDLE
+
+
+@pytest.mark.parametrize("ciphered", [False, True])
+def test_long_answers_and_long_requests_travel_in_blocks(ciphered):
+    client_settings = ClientSettings(ciphered=ciphered, security=CLIENT_SECURITY, max_receive_pdu_size=128)
+    server_settings = ServerSettings(ciphered=ciphered, security=SERVER_SECURITY, max_receive_pdu_size=96)
+    client, server, app = pair(client_settings, server_settings)
+    run(client, server, app, client.send_aarq())
+    sizes: list[tuple[int, int]] = []
+    assert run(client, server, app, client.send_get(BUFFER), sizes).result == LONG
+    big = Data(DataType.OCTET_STRING, bytes(range(256)) * 2)
+    assert run(client, server, app, client.send_set(BUFFER, big), sizes) == SetResult(BUFFER, DataAccessResult(0))
+    assert app.values[BUFFER] == big and app.requests[-1] == SetRequestNormal(BUFFER, big, None,
+                                                                            app.requests[-1].invoke)
+    echoed = run(client, server, app, client.send_action(ECHO, big), sizes)
+    assert echoed.result.success and echoed.return_data == big
+    # Many blocks each way, none over the PDU size the other side announced.
+    assert len(sizes) > 25
+    assert max(request for request, _ in sizes) <= 96 and max(reply for _, reply in sizes) <= 128
+
+
+def test_a_wrong_password_is_an_authentication_failure():
+    client, server, app = pair(ClientSettings(Authentication.LOW, password=b"guess"),
+                               ServerSettings(Authentication.LOW, password=b"secret"))
+    event = run(client, server, app, client.send_aarq())
+    assert isinstance(event, AssociationRejected) and "authentication-failure" in event.reason
+    assert server.state is ServerState.IDLE
+
+
+@pytest.mark.parametrize(
+    "client_settings,server_settings,reason",
+    [
+        (ClientSettings(), ServerSettings(Authentication.LOW, password=b"x"), "authentication-mechanism-name-required"),
+        (ClientSettings(Authentication.LOW, password=b"x"), ServerSettings(), "mechanism-name-not-recognised"),
+        (ClientSettings(), ServerSettings(ciphered=True, security=SERVER_SECURITY),
+         "application-context-name-not-supported"),
+        (ClientSettings(dlms_version=5), ServerSettings(), "dlms-version-too-low"),
+    ],
+)
+def test_what_the_server_cannot_accept_is_refused_with_the_reason(client_settings, server_settings, reason):
+    client, server, app = pair(client_settings, server_settings)
+    event = run(client, server, app, client.send_aarq())
+    assert isinstance(event, AssociationRejected) and reason in event.reason
+
+
+def test_hls_with_the_wrong_key_fails_at_pass_3_and_the_association_is_not_made():
+    wrong = SecuritySettings(CLIENT_TITLE, SecurityKeys(bytes(16), GREEN_KEYS.authentication_key))
+    client, server, app = pair(ClientSettings(Authentication.HIGH_GMAC, security=wrong),
+                               ServerSettings(Authentication.HIGH_GMAC, security=SERVER_SECURITY))
+    event = run(client, server, app, client.send_aarq())
+    assert isinstance(event, AssociationRejected) and "HLS pass 3 refused" in event.reason
+    assert server.state is ServerState.IDLE
+
+
+def test_requests_outside_an_association_get_an_exception_response():
+    server = ServerAssociation(ServerSettings())
+    reply = server.receive_apdu(GetRequestNormal(ENERGY).to_bytes())
+    assert decode_apdu(reply.apdu) == ExceptionResponse(1, 1)
+
+
+def test_replayed_and_plaintext_requests_in_a_ciphered_association_are_refused():
+    client, server, app = pair(*SETTINGS["ciphered"])
+    run(client, server, app, client.send_aarq())
+    request = client.send_get(ENERGY)
+    event = server.receive_apdu(request)
+    assert isinstance(event, ServiceRequest)
+    client.receive_apdu(app.answer(server, event.request))
+    with pytest.raises(DLMSSecurityError, match="replayed") as info:
+        server.receive_apdu(request)
+    assert decode_apdu(server.refuse(info.value)) == ExceptionResponse(1, 5)
+    with pytest.raises(DLMSSecurityError, match="plaintext"):
+        server.receive_apdu(GetRequestNormal(ENERGY).to_bytes())
+
+
+def test_answering_what_was_not_asked_is_a_state_error():
+    server = ServerAssociation(ServerSettings())
+    with pytest.raises(DLMSStateError):
+        server.answer_get(Data(DataType.NULL_DATA))
+
+
+def test_server_settings_are_checked_and_keep_the_password_out_of_repr():
+    with pytest.raises(ValueError):
+        ServerSettings(Authentication.LOW)
+    assert "hunter2" not in repr(ServerSettings(Authentication.LOW, password=b"hunter2"))
