@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 #: Which class collects each bus protocol: ``module:Class`` with ``from_config(bus, meters, sink, tz)``.
 COLLECTORS = {
     "mbus": "gateway.collectors.mbus:MBusCollector",
+    "wmbus": "gateway.collectors.wmbus:WMBusReceiver",
 }
 
 STATUS_FILE = "status.json"
