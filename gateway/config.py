@@ -419,11 +419,20 @@ def load_config(path: str | Path) -> GatewayConfig:
 
 
 def parse_config(text: str, path: str | Path = "<config>") -> GatewayConfig:
+    return validate_config(parse_toml(text, path), text, path)
+
+
+def parse_toml(text: str, path: str | Path = "<config>") -> dict[str, Any]:
+    """The TOML document as data; a syntax error names its line."""
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None) or _line_from_message(str(exc))
         raise ConfigError([f"{path}:{line}: TOML syntax: {exc.msg if hasattr(exc, 'msg') else exc}"]) from None
+
+
+def validate_config(data: dict[str, Any], text: str, path: str | Path = "<config>") -> GatewayConfig:
+    """Validate configuration data read from ``text`` (whose lines the errors name)."""
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:

@@ -22,12 +22,16 @@ from pathlib import Path
 from typing import TextIO
 
 from gateway.app import STATUS_FILE, Gateway, Timing
-from gateway.config import GatewayConfig, MBusBus, MqttUplink, parse_config
+from gateway.config import GatewayConfig, parse_toml, validate_config
 from gateway.model import Event, Reading, Record, value_text
 
-SIMULATED_PORT = "simulated"
+SIMULATED_MBUS = "simulated:mbus"
+SIMULATED_WMBUS = "simulated:wmbus"
+DEMO_KEY_REFERENCE = "demo-key"
+#: The wireless demo meters' AES-128 key: the well-known test key 000102…0F (never a real one).
+DEMO_WMBUS_KEY = bytes(range(16)).hex().upper()
 #: Where the demo meters' counters started; their values follow the wall clock from here,
-#: so energy only ever grows, across demo runs too.
+#: so energy and volume only ever grow, across demo runs too.
 METER_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
@@ -43,21 +47,32 @@ class DemoOptions:
     mqtt_url: str | None = None
 
 
-def demo_config(options: DemoOptions, port: str) -> GatewayConfig:
-    """The packaged demo configuration with the simulator's port, the state directory and
-    the optional MQTT uplink filled in."""
+def demo_config(options: DemoOptions, ports: dict[str, str], key_file: Path) -> GatewayConfig:
+    """The packaged demo configuration with the simulators' ports, the demo key file, the
+    state directory and the optional MQTT uplink filled in."""
     source = resources.files("gateway") / "data" / "demo.toml"
-    config = parse_config(source.read_text(encoding="utf-8"), str(source))
-    buses = [bus.model_copy(update={"port": port}) if isinstance(bus, MBusBus) and bus.port == SIMULATED_PORT else bus
-             for bus in config.buses]
-    update: dict[str, object] = {
-        "gateway": config.gateway.model_copy(update={"state_dir": options.state_dir}),
-        "buses": buses,
-    }
+    text = source.read_text(encoding="utf-8")
+    data = parse_toml(text, str(source))
+    data["gateway"]["state_dir"] = str(options.state_dir)
+    for bus in data.get("buses", []):
+        bus["port"] = ports.get(bus.get("port"), bus.get("port"))
+    for meter in data.get("meters", []):
+        if meter.get("key_file") == DEMO_KEY_REFERENCE:
+            meter["key_file"] = str(key_file)
     if options.mqtt_url:
-        uplink = MqttUplink(name="demo", url=options.mqtt_url)
-        update["uplinks"] = config.uplinks.model_copy(update={"mqtt": [uplink]})
-    return config.model_copy(update=update)
+        data.setdefault("uplinks", {})["mqtt"] = [{"name": "demo", "url": options.mqtt_url}]
+    return validate_config(data, text, str(source))
+
+
+def write_demo_key(state_dir: Path) -> Path:
+    """The wireless demo meters' key, in a file only this user can read (as any key file)."""
+    keys = state_dir / "keys"
+    keys.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = keys / "demo-wmbus.key"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(DEMO_WMBUS_KEY + "\n")
+    return path
 
 
 class ReadingPrinter:
@@ -88,17 +103,18 @@ class ReadingPrinter:
 
 async def run_demo(options: DemoOptions, out: TextIO, err: TextIO) -> int:
     from gateway.simulators.mbus import Pacing, SimulatedBus, SimulatedSlave, serve_pty
+    from gateway.simulators.wmbus import ImstDongle, serve_dongle
     from gateway.transports import LineSettings
 
-    config = demo_config(options, SIMULATED_PORT)
-    bus_config = next(b for b in config.buses if isinstance(b, MBusBus))
-    slaves = [SimulatedSlave(address, _meter_model(address)) for address in (1, 2, 3)]
+    key_file = write_demo_key(options.state_dir)
+    slaves = [SimulatedSlave(address, _heat_meter(address)) for address in (1, 2, 3)]
     printer = ReadingPrinter(out)
     started = time.monotonic()
-    async with serve_pty(SimulatedBus(slaves), Pacing(LineSettings(bus_config.baud))) as simulator:
-        config = demo_config(options, simulator.path)
-        err.write(f"demo: 3 simulated M-Bus meters on {simulator.path} at {bus_config.baud} baud; "
-                  f"state in {options.state_dir}\n")
+    async with serve_pty(SimulatedBus(slaves), Pacing(LineSettings(2400))) as wired, \
+            serve_dongle(ImstDongle(), [_water_meter(n) for n in (1, 2)]) as radio:
+        config = demo_config(options, {SIMULATED_MBUS: wired.path, SIMULATED_WMBUS: radio.path}, key_file)
+        err.write(f"demo: 3 simulated M-Bus heat meters on {wired.path} (2400 baud), 2 encrypted wireless "
+                  f"water meters heard by a simulated IMST dongle on {radio.path}; state in {options.state_dir}\n")
         if options.mqtt_url:
             err.write(f"demo: publishing signed readings to {options.mqtt_url} "
                       f"(topics metering/{config.gateway.id}/...)\n")
@@ -110,12 +126,16 @@ async def run_demo(options: DemoOptions, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def _meter_model(address: int) -> object:
+def _hours_since_epoch() -> float:
+    return (datetime.now(timezone.utc) - METER_EPOCH).total_seconds() / 3600
+
+
+def _heat_meter(address: int) -> object:
     from gateway.simulators.mbus import MeterModel
 
     power_w = (9_000, 14_000, 4_500)[address - 1]
     flow_l_per_h = (450, 700, 220)[address - 1]
-    hours = (datetime.now(timezone.utc) - METER_EPOCH).total_seconds() / 3600
+    hours = _hours_since_epoch()
     return MeterModel(
         identification=f"{10_000_000 + address:08d}",
         power_w=power_w,
@@ -123,6 +143,23 @@ def _meter_model(address: int) -> object:
         energy_wh=1_000_000 * address + int(power_w * hours),
         volume_l=50_000 * address + int(flow_l_per_h * hours),
         wall_clock=lambda: datetime.now(timezone.utc),
+    )
+
+
+def _water_meter(number: int) -> object:
+    from gateway.codecs.mbus.wmbus_security import AesKey
+    from gateway.simulators.wmbus import WirelessMeterModel
+
+    interval_s, step_l = 4.0, 7
+    # The model adds step_l per telegram; its starting volume grows with the wall clock at
+    # twice that rate, so a later demo run always starts above where an earlier one ended.
+    litres_per_hour = 2 * step_l * 3600 / interval_s
+    return WirelessMeterModel(
+        identification=f"{20_000_000 + number:08d}",
+        key=AesKey.from_hex(DEMO_WMBUS_KEY),
+        interval_s=interval_s,
+        step_l=step_l,
+        volume_l=10_000 * number + int(litres_per_hour * _hours_since_epoch()),
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from decimal import Decimal
 
 import pytest
 
@@ -23,7 +24,8 @@ def test_a_timed_demo_prints_committed_readings_and_a_summary_and_exits_0(tmp_pa
     assert result.returncode == 0, result.stderr
     lines = [line.split() for line in result.stdout.splitlines() if " event " not in line]
     devices = {line[1] for line in lines}
-    assert devices == {"GWY-10000001-01-04", "GWY-10000002-01-04", "GWY-10000003-01-04"}
+    assert devices == {"GWY-10000001-01-04", "GWY-10000002-01-04", "GWY-10000003-01-04",  # wired heat meters
+                       "GWY-20000001-01-07", "GWY-20000002-01-07"}  # encrypted wireless water meters
     assert any(line[2] == "energy" and line[-1] == "Wh" for line in lines)
     assert "see them with: gateway readings" in result.stderr
     assert (state / "store.sqlite").exists() and (state / "keys" / "signing-key.pem").exists()
@@ -42,14 +44,21 @@ def test_the_state_directory_carries_over_and_sequence_numbers_continue(tmp_path
     assert seqs == sorted(set(seqs)) and len(both) > len(first)
 
 
-def test_energy_of_a_demo_meter_never_goes_backwards_across_runs(tmp_path, capsys):
+@pytest.mark.parametrize("device, quantity", [("GWY-10000001-01-04", "energy"), ("GWY-20000001-01-07", "volume")])
+def test_a_demo_meter_counter_never_goes_backwards_across_runs(tmp_path, capsys, device, quantity):
     state = tmp_path / "state"
     for _ in range(2):
         assert run_demo("--duration", "6", "--state-dir", str(state)).returncode == 0
-    assert main(["readings", "--state-dir", str(state), "--device", "GWY-10000001-01-04", "--format", "json"]) == 0
-    energy = [int(json.loads(line)["value"]) for line in capsys.readouterr().out.splitlines()
-              if json.loads(line)["quantity"] == "energy"]
-    assert len(energy) >= 2 and energy == sorted(energy)
+    assert main(["readings", "--state-dir", str(state), "--device", device, "--format", "json"]) == 0
+    values = [Decimal(json.loads(line)["value"]) for line in capsys.readouterr().out.splitlines()
+              if json.loads(line)["quantity"] == quantity]
+    assert len(values) >= 2 and values == sorted(values)
+
+
+def test_the_demo_key_file_is_readable_only_by_its_owner(tmp_path):
+    state = tmp_path / "state"
+    assert run_demo("--duration", "3", "--state-dir", str(state)).returncode == 0
+    assert (state / "keys" / "demo-wmbus.key").stat().st_mode & 0o077 == 0
 
 
 @pytest.mark.integration
