@@ -62,6 +62,20 @@ class GatewaySection(Model):
     id: str = Field(pattern=NAME_PATTERN, description="gateway identity, used in MQTT topics and signed payloads")
     state_dir: Path = Field(DEFAULT_STATE_DIR, description="store, keys, cursors and counters live here")
     timezone: str = Field("UTC", description="local time zone of the meters' clocks (M-Bus dates carry no zone)")
+    failing_after: int = Field(1, ge=1, le=1000, description="a meter is failing after this many consecutive "
+                                                              "failed reads (comm.failed)")
+    unreachable_after: int = Field(5, ge=1, le=1000, description="and unreachable after this many (comm.unreachable)")
+    clock_step_threshold_s: float = Field(5, gt=0, description="a jump of the wall clock against the monotonic "
+                                                                "clock larger than this raises clock.stepped")
+    apply_grace_s: float = Field(10, gt=0, le=600, description="a new configuration's buses must open within this "
+                                                                "time, or the previous configuration is restored")
+    config_versions: int = Field(10, ge=2, le=1000, description="applied configurations kept in STATE_DIR/config")
+
+    @model_validator(mode="after")
+    def _ordered_thresholds(self) -> GatewaySection:
+        if self.failing_after > self.unreachable_after:
+            raise ValueError("failing_after must not exceed unreachable_after")
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -103,6 +117,8 @@ class MqttUplink(Model):
     cert_file: Path | None = Field(None, description="client certificate (PEM)")
     key_file: str | None = Field(None, description="client certificate's private key (PEM)")
     allow_plaintext: bool = Field(False, description="permit mqtt:// to a non-loopback broker (not recommended)")
+    allow_remote_config: bool = Field(False, description="accept the `config` command (a new configuration as TOML) "
+                                                         "from the HES over this uplink")
     batch_size: int = Field(500, ge=1, le=10_000, description="records per MQTT message")
     keepalive_s: int = Field(30, ge=5, le=3600)
     connect_timeout_s: float = Field(10, gt=0)
@@ -156,6 +172,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_host_port(value: str | None, problem: str) -> str | None:
+    if value is not None:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(problem)
+    return value
+
+
 class Uplinks(Model):
     mqtt: list[MqttUplink] = Field(default_factory=list)
 
@@ -169,11 +193,7 @@ class SerialOrTcp(Model):
     @field_validator("tcp")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
-        if value is not None:
-            host, sep, port = value.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError("must be HOST:PORT")
-        return value
+        return check_host_port(value, "must be HOST:PORT")
 
     @model_validator(mode="after")
     def _one_way_in(self):
@@ -182,7 +202,14 @@ class SerialOrTcp(Model):
         return self
 
 
-class MBusBus(SerialOrTcp):
+class BusHealth(Model):
+    """Per-bus thresholds of the meters' health; unset: the ``[gateway]`` ones."""
+
+    failing_after: int | None = Field(None, ge=1, le=1000)
+    unreachable_after: int | None = Field(None, ge=1, le=1000)
+
+
+class MBusBus(SerialOrTcp, BusHealth):
     """A wired M-Bus behind a level converter (EN 13757-2)."""
 
     name: str = Field(pattern=NAME_PATTERN)
@@ -205,7 +232,7 @@ WMBUS_DEFAULT_BAUD = {"imst": 57600, "amber": 9600, "cul": 38400}
 WMBUS_BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 
 
-class WMBusDongle(SerialOrTcp):
+class WMBusDongle(SerialOrTcp, BusHealth):
     """A wireless M-Bus radio dongle (EN 13757-4), listened to all the time."""
 
     name: str = Field(pattern=NAME_PATTERN)
@@ -334,6 +361,33 @@ class WMBusMeter(Model):
 Meter = Annotated[Union[MBusMeter, WMBusMeter], Field(discriminator="protocol")]
 
 
+class MetricsSection(Model):
+    """An optional Prometheus text endpoint (``GET /metrics``), off unless ``listen`` is set."""
+
+    listen: str | None = Field(None, description="HOST:PORT, e.g. 127.0.0.1:9108; loopback only unless allow_remote")
+    allow_remote: bool = Field(False, description="permit a non-loopback listen address (the figures are not secret "
+                                                  "but reveal the installation)")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        return check_host_port(value, "must be HOST:PORT, e.g. 127.0.0.1:9108")
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> MetricsSection:
+        if self.listen is not None and not self.allow_remote and not is_loopback(self.host):
+            raise ValueError(f"{self.host} is not a loopback address; set allow_remote = true to listen there")
+        return self
+
+    @property
+    def host(self) -> str:
+        return (self.listen or "").rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int((self.listen or ":0").rpartition(":")[2])
+
+
 class GatewayConfig(Model):
     """The whole configuration."""
 
@@ -343,6 +397,7 @@ class GatewayConfig(Model):
     uplinks: Uplinks = Field(default_factory=Uplinks)
     buses: list[Bus] = Field(default_factory=list)
     meters: list[Meter] = Field(default_factory=list)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
 
     @property
     def state_dir(self) -> Path:
@@ -375,6 +430,11 @@ def cross_check(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]
             problems.append((("meters", index, "bus"), f"no bus is named {meter.bus!r} (buses: {known})"))
         elif bus.protocol != meter.protocol:
             problems.append((("meters", index, "bus"), f"bus {bus.name!r} is {bus.protocol}, but this meter speaks {meter.protocol}"))
+    for index, bus in enumerate(config.buses):
+        failing = bus.failing_after or config.gateway.failing_after
+        if failing > (bus.unreachable_after or config.gateway.unreachable_after):
+            problems.append((("buses", index, "failing_after"), "failing_after must not exceed unreachable_after "
+                             "(this bus's or [gateway]'s)"))
     problems += _wireless_problems(config)
     return problems
 
