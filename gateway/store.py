@@ -146,6 +146,17 @@ CREATE INDEX IF NOT EXISTS records_device ON records(device);
 CREATE INDEX IF NOT EXISTS records_events ON records(kind) WHERE kind = 1;
 CREATE TABLE IF NOT EXISTS cursors (uplink TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+-- the append-only audit log of security-relevant actions, hash-chained (gateway/audit.py);
+-- retention never touches it
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    action TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    details TEXT NOT NULL,                     -- JSON object
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
 """
 
 _INSERT_RECORD = "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -757,6 +768,27 @@ class _SyncStore:
             self.full_since = None
         return list(seqs)
 
+    def append_audit(self, entry: dict[str, Any], make_event: Callable[[dict[str, Any]], Event]) -> dict[str, Any]:
+        """Append ``entry`` (at, action, actor, details) to the audit chain and its event to
+        the records, in one transaction; returns the entry with its id, prev and hash."""
+        from gateway.audit import chain_hash
+
+        with self._errors("appending to the audit log"), self._durable(), self._transaction() as tx:
+            row = self.conn.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+            number, prev = (row[0] + 1, row[1]) if row else (1, "")
+            entry = {**entry, "id": number, "prev": prev}
+            entry["hash"] = chain_hash(entry)
+            self.conn.execute("INSERT INTO audit VALUES (?,?,?,?,?,?,?)",
+                              (number, entry["at"], entry["action"], entry["actor"],
+                               json.dumps(entry["details"], sort_keys=True), prev, entry["hash"]))
+            self._insert(tx, [make_event(entry)])
+        return entry
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT id, at, action, actor, details, prev, hash FROM audit ORDER BY id")
+        return [{"id": i, "at": at, "action": action, "actor": actor, "details": json.loads(details), "prev": prev,
+                 "hash": digest} for i, at, action, actor, details, prev, digest in rows]
+
     def _recovered_event(self) -> Event:
         now = self.clock()
         assert self.full_since is not None
@@ -1275,6 +1307,13 @@ class Store:
         ``store.dropped`` event per drop), checkpoint and truncate the WAL, recreate the
         disk-full reserve. Returns how many records were dropped. Call it periodically."""
         return await self._call(self._sync.enforce_retention)
+
+    async def append_audit(self, entry: dict[str, Any], make_event: Callable[[dict[str, Any]], Event]) -> dict[str, Any]:
+        """Append to the audit log and store its event (see :mod:`gateway.audit`)."""
+        return await self._call(self._sync.append_audit, entry, make_event)
+
+    async def audit_log(self) -> list[dict[str, Any]]:
+        return await self._call(self._sync.audit_log)
 
     async def set_state(self, key: str, value: str) -> None:
         """Durable small key-value state (survives power loss even with synchronous=normal)."""
