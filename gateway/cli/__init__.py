@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.mbus_bus",
     "gateway.cli.wmbus_listen",
     "gateway.cli.demo",
+    "gateway.cli.operations",
 )
 
 VERB_HELP = {
