@@ -607,12 +607,12 @@ class Gateway:
         self.uplinks = [u for u in self.uplinks if f"uplink {u.name}" not in gone] + new_uplinks
         for uplink in self.uplinks:
             uplink.signer = key
+        for name in gone:
+            self.children.pop(name, None)
         for collector in new_collectors:
             self._start(f"bus {collector.name}", collector.run)
         for uplink in new_uplinks:
             self._start(f"uplink {uplink.name}", uplink.run)
-        for name in gone:
-            self.children.pop(name, None)
         self._fingerprints = wanted
         if new.metrics != old.metrics:
             self._stop_metrics()
