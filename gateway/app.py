@@ -124,6 +124,7 @@ class Gateway:
             sink = StoreSink(store, self.listeners)
             self.collectors = build_collectors(config, sink)
             self.uplinks = [self._mqtt_uplink(uplink, store, key) for uplink in config.uplinks.mqtt]
+            self.uplinks += [self._dlms_server(server, store) for server in config.uplinks.dlms if server.enabled]
             await sink.commit([self._event("gateway.start", f"gateway {__version__} started",
                                            {"version": __version__, "buses": len(self.collectors),
                                             "meters": len(config.meters)})])
@@ -176,12 +177,13 @@ class Gateway:
 
     async def _drain(self, store: Any, bound_s: float) -> None:
         """Give the uplinks a bounded time to send what is stored."""
-        if not self.uplinks:
+        senders = [u for u in self.uplinks if getattr(u, "has_cursor", True)]  # a DLMS server may only serve
+        if not senders:
             return
         try:
             async with asyncio.timeout(bound_s):
                 while True:
-                    cursors = [await store.cursor(u.name) for u in self.uplinks]
+                    cursors = [await store.cursor(u.name) for u in senders]
                     if min(cursors) >= store.last_seq:
                         return
                     await asyncio.sleep(0.05)
@@ -239,6 +241,11 @@ class Gateway:
             status=self.status,
             on_demand_read=self.read_now,
         )
+
+    def _dlms_server(self, server_config: Any, store: Any) -> Any:
+        from gateway.uplinks.dlms_server import DlmsServer
+
+        return DlmsServer(server_config, gateway_id=self.config.gateway.id, store=store)
 
     def _event(self, code: str, message: str, details: dict[str, str | int]) -> Event:
         return Event(code=code, severity=Severity.INFO, message=message, occurred_at=utc_now(),

@@ -62,6 +62,8 @@ class GatewaySection(Model):
     id: str = Field(pattern=NAME_PATTERN, description="gateway identity, used in MQTT topics and signed payloads")
     state_dir: Path = Field(DEFAULT_STATE_DIR, description="store, keys, cursors and counters live here")
     timezone: str = Field("UTC", description="local time zone of the meters' clocks (M-Bus dates carry no zone)")
+    demo: bool = Field(False, description="a demonstration gateway: published test keys (the DLMS Green Book's) "
+                                          "are accepted; never set this in production")
 
     @field_validator("timezone")
     @classmethod
@@ -156,8 +158,91 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT")
+    return value
+
+
+class DlmsPush(Model):
+    """DataNotifications of new readings and events to the HES (IEC 62056-47 wrapper on TCP)."""
+
+    destination: str = Field(description="HOST:PORT of the HES push listener")
+    interval_s: int = Field(900, ge=0, le=31 * 86400, description="push what is new every interval (0: only on event "
+                                                                  "and on the HES's request)")
+    on_event: bool = Field(True, description="push at once when an event (alarm, tamper, ...) is stored")
+    security: Literal["authenticated-encrypted", "none"] = Field(
+        "authenticated-encrypted", description="general-glo-ciphering with the management keys, or plaintext "
+                                               "(loopback destinations only)")
+    client_sap: int = Field(1, ge=0, le=0xFFFF, description="the destination wPort (the HES's client SAP)")
+    retries: int = Field(3, ge=0, le=255, description="attempts after a failed push before waiting for the next one")
+    retry_delay_s: int = Field(30, ge=0, le=65535, description="pause between those attempts")
+    batch_size: int = Field(100, ge=1, le=1000, description="records per DataNotification (fewer when they would "
+                                                           "exceed max_apdu_bytes)")
+    max_apdu_bytes: int = Field(8192, ge=256, le=65000, description="largest DataNotification sent")
+    connect_timeout_s: float = Field(10, gt=0, le=300)
+
+    @field_validator("destination")
+    @classmethod
+    def _destination(cls, value: str) -> str:
+        return _host_port(value)
+
+    @property
+    def host(self) -> str:
+        return self.destination.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.destination.rpartition(":")[2])
+
+    @model_validator(mode="after")
+    def _ciphered_unless_loopback(self) -> DlmsPush:
+        if self.security == "none" and not is_loopback(self.host):
+            raise ValueError(f"plaintext pushes to {self.host} would send meter data unencrypted; "
+                             "use security = \"authenticated-encrypted\"")
+        return self
+
+
+class DlmsUplink(Model):
+    """The DLMS/COSEM server for the HES (IEC 62056-47 wrapper on TCP): a management logical
+    device (server SAP 1) and one logical device per collected meter (SAP 16 upwards)."""
+
+    name: str = Field("dlms", pattern=NAME_PATTERN, description="names the push cursor and the status entry")
+    enabled: bool = True
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 for every interface)")
+    port: int = Field(4059, ge=0, le=65535, description="TCP port (4059 is IANA's DLMS/COSEM port; 0: any free one)")
+    ek_file: str | None = Field(None, description="management client (SAP 1): global encryption key, 16 bytes or "
+                                                  "32 hex digits")
+    ak_file: str | None = Field(None, description="management client (SAP 1): authentication key, 16 bytes or "
+                                                  "32 hex digits")
+    system_title: str | None = Field(None, pattern=r"^[0-9A-Fa-f]{16}$",
+                                     description="server system title, 16 hex digits (default: derived from the "
+                                                 "gateway id)")
+    public_client: bool = Field(True, description="let the public client (SAP 16, no security) read the logical "
+                                                  "device names and the SAP list")
+    idle_timeout_s: float = Field(120, gt=0, le=86400, description="close a connection silent for this long")
+    max_connections: int = Field(32, ge=1, le=1024)
+    max_pdu_size: int = Field(4096, ge=64, le=0xFFFF, description="largest APDU accepted from the HES")
+    push: DlmsPush | None = None
+
+    @model_validator(mode="after")
+    def _keys_together(self) -> DlmsUplink:
+        if (self.ek_file is None) != (self.ak_file is None):
+            raise ValueError("ek_file and ak_file go together (the management client's keys)")
+        if self.push is not None and self.push.security != "none" and self.ek_file is None:
+            raise ValueError("ciphered pushes need the management keys (ek_file, ak_file)")
+        return self
+
+
 class Uplinks(Model):
     mqtt: list[MqttUplink] = Field(default_factory=list)
+    dlms: list[DlmsUplink] = Field(default_factory=list, description="[uplinks.dlms] or [[uplinks.dlms]]")
+
+    @field_validator("dlms", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
 
 
 class SerialOrTcp(Model):
@@ -169,11 +254,7 @@ class SerialOrTcp(Model):
     @field_validator("tcp")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
-        if value is not None:
-            host, sep, port = value.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError("must be HOST:PORT")
-        return value
+        return None if value is None else _host_port(value)
 
     @model_validator(mode="after")
     def _one_way_in(self):
@@ -270,12 +351,15 @@ def cross_check(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]
     """Problems no single section can see: unique names and references between sections,
     each with the location of the setting to fix."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
-    for section, items in (("buses", config.buses), ("meters", config.meters), ("uplinks.mqtt", config.uplinks.mqtt)):
+    named = (("buses", config.buses), ("meters", config.meters), ("uplinks.mqtt", config.uplinks.mqtt),
+             ("uplinks.dlms", config.uplinks.dlms))
+    for section, items in named:
         seen: set[str] = set()
         for index, item in enumerate(items):
             if item.name in seen:
                 problems.append(((*section.split("."), index, "name"), f"{item.name!r} is used twice; names must be unique"))
             seen.add(item.name)
+    problems += _dlms_problems(config)
     buses = {bus.name: bus for bus in config.buses}
     for index, meter in enumerate(config.meters):
         bus = buses.get(meter.bus)
@@ -284,6 +368,52 @@ def cross_check(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]
             problems.append((("meters", index, "bus"), f"no bus is named {meter.bus!r} (buses: {known})"))
         elif bus.protocol != meter.protocol:
             problems.append((("meters", index, "bus"), f"bus {bus.name!r} is {bus.protocol}, but this meter speaks {meter.protocol}"))
+    return problems
+
+
+#: The keys of the DLMS Green Book's examples (and of every simulator): published, so a
+#: gateway using them has no security at all. Only a demo gateway may (``gateway.demo``).
+GREEN_BOOK_KEYS = (bytes(range(16)), bytes(range(0xD0, 0xE0)))
+
+
+def read_key(reference: str | Path) -> bytes:
+    """An AES-128 key file: 16 raw bytes, or 32 hex digits (whitespace ignored)."""
+    raw = read_secret(reference)
+    if len(raw) == 16:
+        return raw
+    try:
+        key = bytes.fromhex(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        key = b""
+    if len(key) != 16:
+        raise ConfigError([f"{resolve_secret_path(reference)}: not an AES-128 key (16 bytes, or 32 hex digits)"])
+    return key
+
+
+def _dlms_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    listening: set[tuple[str, int]] = set()
+    mqtt_names = {uplink.name for uplink in config.uplinks.mqtt}
+    for index, server in enumerate(config.uplinks.dlms):
+        if server.name in mqtt_names:
+            problems.append((("uplinks", "dlms", index, "name"),
+                             f"{server.name!r} names an MQTT uplink too; uplink names must be unique (store cursors)"))
+        if server.enabled and server.port:
+            if (server.host, server.port) in listening:
+                problems.append((("uplinks", "dlms", index, "port"), f"{server.host}:{server.port} is used twice"))
+            listening.add((server.host, server.port))
+        if not server.enabled or server.ek_file is None or server.ak_file is None:
+            continue
+        try:
+            keys = (read_key(server.ek_file), read_key(server.ak_file))
+        except ConfigError as exc:
+            problems += [(("uplinks", "dlms", index, "ek_file"), problem) for problem in exc.problems]
+            continue
+        if not config.gateway.demo and any(key in GREEN_BOOK_KEYS for key in keys):
+            problems.append((("uplinks", "dlms", index, "ek_file"),
+                             "the Green Book's published test keys (000102...0F / D0D1...DF) give no security; "
+                             "generate keys (e.g. head -c16 /dev/urandom | xxd -p) or set gateway.demo = true "
+                             "for a demonstration"))
     return problems
 
 
