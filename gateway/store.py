@@ -1051,6 +1051,9 @@ class _SyncStore:
             device_id = self._device_ids.get(device)
         return device_id
 
+    def device_names(self) -> list[str]:
+        return [name for (name,) in self.conn.execute("SELECT name FROM devices ORDER BY id")]
+
     def device_series(self, device: str) -> list[SeriesInfo]:
         device_id = self._known_device(device)
         if device_id is None:
@@ -1466,6 +1469,10 @@ class Store:
     # Readings of a device form captures (consecutive readings sharing captured_at); times
     # are :func:`time_key` strings, inclusive, None for open; ``upto`` is the highest seq
     # considered, so that a count and the rows read after it agree.
+
+    async def device_names(self) -> list[str]:
+        """Every device the store has had a record of, in the order they first came."""
+        return await self._call(self._sync.device_names)
 
     async def device_series(self, device: str) -> list[SeriesInfo]:
         """The series of ``device`` with the smallest exponent of their numeric values."""

@@ -169,7 +169,12 @@ class Registry:
                 log.error("DLMS registry: the state of %s is unreadable (%s); it gets a new SAP", device, exc)
         async with self._lock:
             target = self.store.last_seq
-            for stored in await self.store.last_readings():
+            latest = await self.store.last_readings()
+            with_readings = {stored.record.device for stored in latest}
+            for device in await self.store.device_names():  # new meters in the order they came
+                if device in with_readings and device not in self._by_device:
+                    await self._register(device)
+            for stored in latest:
                 await self._apply(stored)
             self._known_seq = max(self._known_seq, target)
 
