@@ -230,8 +230,6 @@ class DlmsUplink(Model):
     def _keys_together(self) -> DlmsUplink:
         if (self.ek_file is None) != (self.ak_file is None):
             raise ValueError("ek_file and ak_file go together (the management client's keys)")
-        if self.push is not None and self.push.security != "none" and self.ek_file is None:
-            raise ValueError("ciphered pushes need the management keys (ek_file, ak_file)")
         return self
 
 
@@ -402,6 +400,9 @@ def _dlms_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], s
             if (server.host, server.port) in listening:
                 problems.append((("uplinks", "dlms", index, "port"), f"{server.host}:{server.port} is used twice"))
             listening.add((server.host, server.port))
+        if server.push is not None and server.push.security != "none" and server.ek_file is None:
+            problems.append((("uplinks", "dlms", index, "push", "security"),
+                             "ciphered pushes need the management keys (ek_file, ak_file)"))
         if not server.enabled or server.ek_file is None or server.ak_file is None:
             continue
         try:

@@ -58,11 +58,11 @@ EVENT_CODE = Obis(0, 0, 96, 11, 0)
 EVENT_COLUMNS = (
     CLOCK_COLUMN,
     CaptureObject(1, Obis(0, 0, mapping.GATEWAY_C, 1, 1), 2),  # seq: long64-unsigned
-    CaptureObject(1, EVENT_CODE, 2),                             # code: visible-string
-    CaptureObject(1, Obis(0, 0, mapping.GATEWAY_C, 1, 2), 2),  # severity: visible-string
-    CaptureObject(1, Obis(0, 0, mapping.GATEWAY_C, 1, 3), 2),  # device: utf8-string or null-data
-    CaptureObject(1, Obis(0, 0, mapping.GATEWAY_C, 1, 4), 2),  # message: utf8-string
-)
+    CaptureObject(1, EVENT_CODE, 2),                             # code
+    CaptureObject(1, Obis(0, 0, mapping.GATEWAY_C, 1, 2), 2),  # severity
+    CaptureObject(1, Obis(0, 0, mapping.GATEWAY_C, 1, 3), 2),  # device id, null-data for none
+    CaptureObject(1, Obis(0, 0, mapping.GATEWAY_C, 1, 4), 2),  # message
+)  # text is visible-string, or utf8-string when it is not printable ASCII
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,11 +191,9 @@ def _octets(raw: bytes) -> bytes:
     return b"\x09" + encode_length(len(raw)) + raw
 
 
-def _text(text: str | None, tag: int = 0x0C) -> bytes:
-    if text is None:
-        return mapping.NULL
-    raw = text.encode("utf-8", "surrogateescape")
-    return bytes((tag,)) + encode_length(len(raw)) + raw
+def _text(text: str | None) -> bytes:
+    """visible-string, or utf8-string for text that is not printable ASCII; null-data for None."""
+    return mapping.NULL if text is None else mapping.text_data(text).to_bytes()
 
 
 class _Stamps:
@@ -289,7 +287,7 @@ class EventLog:
         while True:
             rows = await self.store.event_rows(after, upto, selection.start, selection.end, PAGE)
             for seq, occurred, device, code, severity, message in rows:
-                fields = (stamps(occurred), b"\x15" + seq.to_bytes(8, "big"), _text(code, 0x0A), _text(severity, 0x0A),
+                fields = (stamps(occurred), b"\x15" + seq.to_bytes(8, "big"), _text(code), _text(severity),
                           _text(device), _text(message))
                 yield _structure([fields[c] for c in columns])
             if len(rows) < PAGE:

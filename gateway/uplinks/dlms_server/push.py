@@ -16,8 +16,8 @@ of the Push setup's push_object_list::
         octet-string     logical name: the register's OBIS code in that device; the event
                          log 0-0:99.98.0*255 for an event,
         value            the register's value (mantissa, as GET gives it); for an event
-                         structure {visible-string code, visible-string severity,
-                         utf8-string message},
+                         structure {code, severity, message} (visible-string, or
+                         utf8-string for text that is not printable ASCII),
         scaler_unit      structure {integer, enum} for a numeric reading, else null-data
       }
     }
@@ -148,7 +148,7 @@ class Pusher:
     # --- running --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self._load()
+        """Push until cancelled (call :meth:`load` first)."""
         self.status.cursor = await self.store.cursor(self.name)
         if self.store.last_seq > self.status.cursor:
             self._wanted.set()  # what waited while we were away goes first
@@ -157,7 +157,8 @@ class Pusher:
                 group.create_task(self._watch_events())
             group.create_task(self._schedule())
 
-    async def _load(self) -> None:
+    async def load(self) -> None:
+        """The settings the HES changed, unless the configuration changed since."""
         stored = await self.store.get_state(STATE_PREFIX + self.name)
         if stored is None:
             return
@@ -287,8 +288,8 @@ class Pusher:
                         quantity.data(record.value, record.unit), scaler_unit)
         assert isinstance(record, Event)
         meter = self.registry.meter_of(record.device) if record.device else None
-        value = structure(mapping.text_data(record.code), Data(DataType.VISIBLE_STRING, record.severity.value),
-                          Data(DataType.UTF8_STRING, record.message))
+        value = structure(mapping.text_data(record.code), mapping.text_data(record.severity.value),
+                          mapping.text_data(record.message))
         return _row(stored.seq, record.occurred_at, meter.sap if meter else MANAGEMENT_SAP, EVENT_LOG.to_bytes(),
                     value, _NULL)
 

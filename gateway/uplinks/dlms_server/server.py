@@ -23,6 +23,7 @@ from gateway.codecs.dlms.axdr import Data, array
 from gateway.codecs.dlms.security import SecurityKeys
 from gateway.codecs.dlms.server import SERVER_CONFORMANCE, ServerSettings
 from gateway.config import DlmsUplink, read_key
+from gateway.errors import ConfigError
 from gateway.model import utc_now
 from gateway.store import Store
 from gateway.uplinks.dlms_server import mapping
@@ -123,6 +124,8 @@ class DlmsServer:
         self._configure()
         await self.counters.load()
         await self.registry.load()
+        if self.pusher is not None:
+            await self.pusher.load()
         server = await asyncio.start_server(self._connection, self.config.host, self.config.port,
                                             limit=2 * self.config.max_pdu_size)
         self.port = server.sockets[0].getsockname()[1]
@@ -149,6 +152,8 @@ class DlmsServer:
                 Authentication.HIGH_GMAC, security=SecuritySettings(self.system_title, self.keys), ciphered=True,
                 max_receive_pdu_size=size)
         push = self.config.push
+        if push is not None and push.security != "none" and self.keys is None:
+            raise ConfigError([f"uplinks.dlms {self.name}: ciphered pushes need the management keys (ek_file, ak_file)"])
         if push is not None:
             self.pusher = Pusher(push, name=self.name, store=self.store, registry=self.registry,
                                  counters=self.counters, keys=None if push.security == "none" else self.keys,
