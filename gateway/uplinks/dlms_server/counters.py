@@ -53,7 +53,8 @@ class StoreInvocationCounters:
             self._incoming[bytes.fromhex(key.removeprefix(IN_PREFIX))] = int(value)
         for key, value in (await self.store.state_items(OUT_PREFIX)).items():
             title = bytes.fromhex(key.removeprefix(OUT_PREFIX))
-            self._next[title] = self._end[title] = int(value)  # nothing left: the next block comes first
+            reserved = int(value)  # the last run may have used any of these: the next block comes first
+            self._next[title], self._end[title] = reserved + 1, reserved
 
     async def prepare(self, title: bytes) -> None:
         """Make sure :data:`LOW_WATER` outgoing counters are reserved for ``title``."""

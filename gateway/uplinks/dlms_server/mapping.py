@@ -152,15 +152,27 @@ def clamp_scaler(value: int) -> int:
 
 
 def mantissa(value: Any, shift: int) -> int | None:
-    """``value × 10^shift`` when it is an integer (exactly), else None."""
+    """``value × 10^shift`` when it is an integer, else None. Exact for any number of
+    digits (Decimal arithmetic would round to its context's 28 digits)."""
     if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
         return None
     number = Decimal(value) if isinstance(value, int) else value
     if not number.is_finite():
         return None
-    scaled = number.scaleb(shift)
-    integral = scaled.to_integral_value()
-    return int(integral) if integral == scaled else None
+    sign, digits, exp = number.as_tuple()
+    coefficient = int("".join(map(str, digits)) or "0")
+    power = exp + shift
+    if coefficient == 0:
+        return 0
+    if power > 40:  # far beyond 64 bits
+        return None
+    if power >= 0:
+        result = coefficient * 10**power
+    else:
+        result, rest = divmod(coefficient, 10**-power)
+        if rest:
+            return None
+    return -result if sign else result
 
 
 #: The integer types a mantissa travels as, smallest first: (type, lowest, highest, packer).
