@@ -1054,15 +1054,15 @@ class _SyncStore:
     def device_names(self) -> list[str]:
         return [name for (name,) in self.conn.execute("SELECT name FROM devices ORDER BY id")]
 
-    def device_series(self, device: str) -> list[SeriesInfo]:
+    def device_series(self, device: str, exponents: bool) -> list[SeriesInfo]:
         device_id = self._known_device(device)
         if device_id is None:
             return []
-        exponents = dict(self.conn.execute(
+        smallest = {} if not exponents else dict(self.conn.execute(
             f"SELECT series, MIN({_EXPONENT}) FROM records WHERE device = ? AND kind = {READING}"
             " AND vtype IN ('d', 'i') AND value NOT GLOB '*[IN]*' GROUP BY series", (device_id,)))
         rows = self.conn.execute("SELECT id, quantity, obis, unit FROM series WHERE device = ? ORDER BY id", (device_id,))
-        return [SeriesInfo(id_, quantity, obis, unit, exponents.get(id_)) for id_, quantity, obis, unit in rows]
+        return [SeriesInfo(id_, quantity, obis, unit, smallest.get(id_)) for id_, quantity, obis, unit in rows]
 
     def capture_count(self, device: str, upto: int, start: str | None, end: str | None) -> int:
         device_id = self._known_device(device)
@@ -1474,9 +1474,10 @@ class Store:
         """Every device the store has had a record of, in the order they first came."""
         return await self._call(self._sync.device_names)
 
-    async def device_series(self, device: str) -> list[SeriesInfo]:
-        """The series of ``device`` with the smallest exponent of their numeric values."""
-        return await self._call(self._sync.device_series, device)
+    async def device_series(self, device: str, *, exponents: bool = True) -> list[SeriesInfo]:
+        """The series of ``device``, with the smallest exponent of their numeric values
+        (which reads every reading of the device) unless ``exponents`` is False."""
+        return await self._call(self._sync.device_series, device, exponents)
 
     async def capture_count(self, device: str, upto: int, start: str | None = None, end: str | None = None) -> int:
         return await self._call(self._sync.capture_count, device, upto, start, end)

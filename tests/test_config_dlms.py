@@ -43,7 +43,7 @@ def test_one_table_or_a_list_of_servers_parses(tmp_path) -> None:
     ek, ak = keys(tmp_path, bytes(range(1, 17)), bytes(range(2, 18)))
     one = parse_config(config(ek, ak, extra='[uplinks.dlms.push]\ndestination = "hes.example:4060"'))
     assert one.uplinks.dlms[0].push.port == 4060 and one.uplinks.dlms[0].host == "127.0.0.1"
-    many = parse_config(f"""
+    many = parse_config("""
 [gateway]
 id = "gw-1"
 [[uplinks.dlms]]

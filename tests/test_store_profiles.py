@@ -79,7 +79,8 @@ async def test_time_windows_compare_times_with_and_without_fractions(tmp_path) -
             await store.append(capture(0, at=at))
         exactly = time_key(base)
         assert await store.capture_count(METER, store.last_seq, exactly, exactly) == 1
-        assert await store.capture_count(METER, store.last_seq, exactly, time_key(base.replace(microsecond=500_000))) == 2
+        half = time_key(base.replace(microsecond=500_000))
+        assert await store.capture_count(METER, store.last_seq, exactly, half) == 2
         local = base.astimezone(timezone(timedelta(hours=2)))
         assert time_key(local) == "2024-01-01T00:00:01.000000"
 

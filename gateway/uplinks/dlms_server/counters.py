@@ -21,7 +21,7 @@ import asyncio
 import logging
 
 from gateway.codecs.dlms.errors import DLMSSecurityError
-from gateway.codecs.dlms.security import MAX_INVOCATION_COUNTER
+from gateway.codecs.dlms.security import MAX_INVOCATION_COUNTER, MemoryInvocationCounters
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -36,21 +36,21 @@ LOW_WATER = 16
 FLUSH_S = 5.0
 
 
-class StoreInvocationCounters:
+class StoreInvocationCounters(MemoryInvocationCounters):
     """:class:`~gateway.codecs.dlms.security.InvocationCounters` backed by the store (see
     the module docstring). Call :meth:`load` once, :meth:`prepare` before each APDU."""
 
     def __init__(self, store: Store) -> None:
+        super().__init__()
         self.store = store
         self._next: dict[bytes, int] = {}
         self._end: dict[bytes, int] = {}  # the last counter of the block in use
-        self._incoming: dict[bytes, int] = {}
         self._dirty: set[bytes] = set()
         self._reserving = asyncio.Lock()
 
     async def load(self) -> None:
         for key, value in (await self.store.state_items(IN_PREFIX)).items():
-            self._incoming[bytes.fromhex(key.removeprefix(IN_PREFIX))] = int(value)
+            super().accept_incoming(bytes.fromhex(key.removeprefix(IN_PREFIX)), int(value))
         for key, value in (await self.store.state_items(OUT_PREFIX)).items():
             title = bytes.fromhex(key.removeprefix(OUT_PREFIX))
             reserved = int(value)  # the last run may have used any of these: the next block comes first
@@ -73,9 +73,8 @@ class StoreInvocationCounters:
     def remaining(self, title: bytes) -> int:
         return max(0, self._end.get(title, 0) - self._next.get(title, 1) + 1)
 
-    # --- the codec's InvocationCounters ----------------------------------------------------
-
     def next_outgoing(self, system_title: bytes) -> int:
+        """The next counter of the reserved block (the codec's call; never blocks)."""
         counter = self._next.get(system_title, 1)
         if counter > self._end.get(system_title, 0):
             raise DLMSSecurityError("no invocation counter reserved (prepare() was not awaited)",
@@ -83,22 +82,18 @@ class StoreInvocationCounters:
         self._next[system_title] = counter + 1
         return counter
 
-    def last_incoming(self, system_title: bytes) -> int | None:
-        return self._incoming.get(system_title)
-
     def accept_incoming(self, system_title: bytes, counter: int) -> None:
-        if counter > self._incoming.get(system_title, -1):
-            self._incoming[system_title] = counter
+        last = self.last_incoming(system_title)
+        super().accept_incoming(system_title, counter)
+        if last is None or counter > last:
             self._dirty.add(system_title)
-
-    # --- writing back ----------------------------------------------------------------------
 
     async def flush(self) -> None:
         """Write the incoming counters accepted since the last flush (durably)."""
         while self._dirty:
             title = self._dirty.pop()
             try:
-                await self.store.set_state(IN_PREFIX + title.hex(), str(self._incoming[title]))
+                await self.store.set_state(IN_PREFIX + title.hex(), str(self.last_incoming(title)))
             except BaseException:
                 self._dirty.add(title)
                 raise

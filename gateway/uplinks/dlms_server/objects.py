@@ -34,7 +34,7 @@ from gateway.codecs.dlms.selective import CaptureObject
 from gateway.codecs.dlms.server import ServerAssociation
 from gateway.codecs.dlms.services import ActionResult, DataAccessResult, GetDataResult
 from gateway.uplinks.dlms_server import mapping
-from gateway.uplinks.dlms_server.profiles import EVENT_CODE, EVENT_COLUMNS, EVENT_LOG, METER_PROFILE, BufferSource
+from gateway.uplinks.dlms_server.profiles import EVENT_COLUMNS, EVENT_LOG, METER_PROFILE, BufferSource
 
 if TYPE_CHECKING:
     from gateway.uplinks.dlms_server.registry import Meter, Quantity
@@ -440,7 +440,6 @@ def management_device(services: Services, store: Any,
         PushSetupObject(services),
         _PendingObject(pending),
     ]
-    assert EVENT_CODE in {o.logical_name for o in objects}
     return LogicalDevice(1, services.management_name, objects)
 
 

@@ -87,7 +87,8 @@ class BufferSource(Protocol):
 
     async def first_seq(self, upto: int, start: str | None, end: str | None, entry: int) -> int | None: ...
 
-    def entries(self, after: int, upto: int, selection: Selection, columns: tuple[int, ...]) -> AsyncIterator[bytes]: ...
+    def entries(self, after: int, upto: int, selection: Selection,
+                columns: tuple[int, ...]) -> AsyncIterator[bytes]: ...
 
 
 def selection(access: SelectiveAccess | None, columns: tuple[CaptureObject, ...]) -> Selection | DataAccessResult:
@@ -231,8 +232,8 @@ class MeterProfile:
                       columns: tuple[int, ...]) -> AsyncIterator[bytes]:
         column_of = {q.name: index for index, q in enumerate(self.quantities, 1)}
         # series id -> (column, the series' unit): a quantity's unit may have changed
-        series = {s.id: (column_of[s.quantity], s.unit) for s in await self.store.device_series(self.meter.device)
-                  if s.quantity in column_of}
+        known = await self.store.device_series(self.meter.device, exponents=False)
+        series = {s.id: (column_of[s.quantity], s.unit) for s in known if s.quantity in column_of}
         stamps = _Stamps()
         capture: str | None = None
         values: dict[int, Any] = {}

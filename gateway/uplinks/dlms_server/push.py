@@ -50,24 +50,24 @@ import logging
 import random
 import struct
 import termios
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.codecs.dlms.axdr import Data, DataType, array, octet_string, structure
-from gateway.codecs.dlms.security import SecurityKeys, cipher_apdu
 from gateway.codecs.dlms.dates import CosemDateTime
+from gateway.codecs.dlms.security import cipher_apdu
 from gateway.codecs.dlms.services import DataAccessResult, DataNotification
 from gateway.codecs.dlms.wrapper import WrapperMessage
 from gateway.config import DlmsPush, is_loopback
 from gateway.model import Event, Reading, StoredRecord
-from gateway.store import Store
 from gateway.uplinks.dlms_server import mapping
-from gateway.uplinks.dlms_server.counters import StoreInvocationCounters
 from gateway.uplinks.dlms_server.objects import PUSH_SETUP, SUCCESS, TYPE_UNMATCHED
 from gateway.uplinks.dlms_server.profiles import EVENT_LOG
-from gateway.uplinks.dlms_server.registry import MANAGEMENT_SAP, Registry
+from gateway.uplinks.dlms_server.registry import MANAGEMENT_SAP
+
+if TYPE_CHECKING:
+    from gateway.uplinks.dlms_server.server import DlmsServer
 
 log = logging.getLogger(__name__)
 
@@ -103,21 +103,17 @@ class PushCounters:
 
 
 class Pusher:
-    """Pushes the store's records to the HES (see the module docstring). ``keys`` None
-    sends plaintext (``security = "none"``)."""
+    """Pushes the store's records to the HES for ``server`` (see the module docstring);
+    plaintext with ``security = "none"``."""
 
-    def __init__(self, config: DlmsPush, *, name: str, store: Store, registry: Registry,
-                 counters: StoreInvocationCounters, keys: SecurityKeys | None, system_title: bytes,
-                 management_name: bytes, clock: Callable[[], datetime]) -> None:
+    def __init__(self, config: DlmsPush, server: DlmsServer) -> None:
         self.config = config
-        self.name = name
-        self.store = store
-        self.registry = registry
-        self.counters = counters
-        self.keys = keys
-        self.system_title = system_title
-        self.management_name = management_name
-        self.clock = clock
+        self.server = server
+        self.name = server.name
+        self.store = server.store
+        self.registry = server.registry
+        self.counters = server.counters
+        self.keys = None if config.security == "none" else server.keys
         self.settings = PushSettings(config.destination, 0, config.retries, config.retry_delay_s)
         self.status = PushCounters()
         self._wanted = asyncio.Event()
@@ -224,7 +220,7 @@ class Pusher:
         try:
             while batch := await self.store.read_after(cursor, self.config.batch_size):
                 for records in self._split(batch):
-                    await self.counters.prepare(self.system_title)
+                    await self.counters.prepare(self.server.system_title)
                     writer.write(WrapperMessage(MANAGEMENT_SAP, self.config.client_sap,
                                                 self._notification(records)).to_bytes())
                     async with asyncio.timeout(timeout):
@@ -243,7 +239,7 @@ class Pusher:
                 async with asyncio.timeout(1.0):
                     await writer.wait_closed()
         self.status.pushes += 1
-        self.status.last_push_at = self.clock()
+        self.status.last_push_at = self.server.clock()
         self.status.last_error = None
         return pushed
 
@@ -252,7 +248,7 @@ class Pusher:
     def _split(self, batch: list[StoredRecord]) -> list[list[tuple[StoredRecord, Data]]]:
         """The batch in notifications of at most ``max_apdu_bytes`` (a record alone may be
         larger; it goes alone)."""
-        room = self.config.max_apdu_bytes - ENVELOPE - len(self.management_name)
+        room = self.config.max_apdu_bytes - ENVELOPE - len(self.server.management_name)
         groups: list[list[tuple[StoredRecord, Data]]] = [[]]
         size = 0
         for stored in batch:
@@ -266,14 +262,14 @@ class Pusher:
         return groups
 
     def _notification(self, records: list[tuple[StoredRecord, Data]]) -> bytes:
-        body = structure(octet_string(PUSH_SETUP.to_bytes()), octet_string(self.management_name),
+        body = structure(octet_string(PUSH_SETUP.to_bytes()), octet_string(self.server.management_name),
                          array(*(row for _, row in records)))
-        now = CosemDateTime.from_datetime(self.clock().astimezone(timezone.utc))
+        now = CosemDateTime.from_datetime(self.server.clock().astimezone(timezone.utc))
         plain = DataNotification(records[0][0].seq & 0xFFFFFF, body, now).to_bytes()
         if self.keys is None:
             return plain
-        counter = self.counters.next_outgoing(self.system_title)
-        return cipher_apdu(plain, keys=self.keys, system_title=self.system_title, invocation_counter=counter,
+        counter = self.counters.next_outgoing(self.server.system_title)
+        return cipher_apdu(plain, keys=self.keys, system_title=self.server.system_title, invocation_counter=counter,
                            general=True).to_bytes()
 
     def _record(self, stored: StoredRecord) -> Data:

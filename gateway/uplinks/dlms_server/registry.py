@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from gateway.codecs.dlms.axdr import Data, DataType
+from gateway.codecs.dlms.axdr import Data
 from gateway.codecs.dlms.obis import Obis
 from gateway.codecs.dlms.units import ScalerUnit
 from gateway.model import Reading, StoredRecord
 from gateway.store import SeriesInfo, Store
 from gateway.uplinks.dlms_server import mapping
-from gateway.uplinks.dlms_server.mapping import NULL
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +215,8 @@ class Registry:
             return
         code, power = dlms_unit(reading.unit)
         if not quantity.numeric:
-            quantity.numeric, quantity.unit, quantity.scaler = True, reading.unit, mapping.clamp_scaler(value_exponent + power)
+            quantity.numeric, quantity.unit = True, reading.unit
+            quantity.scaler = mapping.clamp_scaler(value_exponent + power)
             meter.version += 1
             self.changed += 1
         elif code == quantity.unit_code and value_exponent + power < quantity.scaler:

@@ -153,12 +153,10 @@ class DlmsServer:
                 max_receive_pdu_size=size)
         push = self.config.push
         if push is not None and push.security != "none" and self.keys is None:
-            raise ConfigError([f"uplinks.dlms {self.name}: ciphered pushes need the management keys (ek_file, ak_file)"])
+            raise ConfigError([f"uplinks.dlms {self.name}: ciphered pushes need the management keys "
+                               "(ek_file, ak_file)"])
         if push is not None:
-            self.pusher = Pusher(push, name=self.name, store=self.store, registry=self.registry,
-                                 counters=self.counters, keys=None if push.security == "none" else self.keys,
-                                 system_title=self.system_title, management_name=self.management_name,
-                                 clock=self.clock)
+            self.pusher = Pusher(push, self)
         event_log = EventLog(self.store)
         self._services = Services(
             system_title=self.system_title, management_name=self.management_name, clock=self.clock,

@@ -32,7 +32,7 @@ async def test_outgoing_counters_strictly_increase_across_blocks_sessions_and_re
             with pytest.raises(DLMSSecurityError, match="prepare"):
                 counters.next_outgoing(TITLE)
 
-            async def session() -> None:
+            async def session(counters: StoreInvocationCounters = counters) -> None:
                 for _ in range(15):
                     await counters.prepare(TITLE)
                     used.extend(counters.next_outgoing(TITLE) for _ in range(3))

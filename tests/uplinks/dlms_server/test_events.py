@@ -3,7 +3,6 @@ what was held back counted in the next one."""
 
 from __future__ import annotations
 
-
 from gateway.config import StoreSection
 from gateway.model import Event
 from gateway.store import Store

@@ -19,11 +19,11 @@ import structlog
 from dlms_cosem import cosem as their_cosem
 from dlms_cosem import enumerations as their_enums
 from dlms_cosem import security as their_security
+from dlms_cosem.client import DataResultError, DlmsClient
 from dlms_cosem.cosem import selective_access as their_access
 from dlms_cosem.cosem.capture_object import CaptureObject as TheirCaptureObject
 from dlms_cosem.cosem.obis import Obis as TheirObis
 from dlms_cosem.dlms_data import DlmsDataParser
-from dlms_cosem.client import DataResultError, DlmsClient
 from gurux_dlms import GXByteBuffer, GXDLMSException, GXReplyData
 from gurux_dlms.enums import Authentication as GxAuthentication
 from gurux_dlms.enums import InterfaceType, Security

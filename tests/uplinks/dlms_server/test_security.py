@@ -15,9 +15,9 @@ from gateway.codecs.dlms.association import (
     RequestFailed,
 )
 from gateway.codecs.dlms.axdr import Data, DataType
+from gateway.codecs.dlms.obis import Obis
 from gateway.codecs.dlms.security import SecurityKeys, cipher_apdu
 from gateway.codecs.dlms.services import ActionRequestNormal, GetRequestNormal, MethodDescriptor
-from gateway.codecs.dlms.obis import Obis
 from gateway.codecs.dlms.xdlms import ExceptionResponse
 from gateway.model import Event
 from tests.uplinks.dlms_server.conftest import CLIENT_TITLE, KEYS, NAME, Client, management_settings, serving

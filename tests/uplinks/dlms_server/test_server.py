@@ -30,7 +30,6 @@ from tests.uplinks.conftest import eventually
 from tests.uplinks.dlms_server.conftest import (
     CLOCK,
     EVENT_LOG,
-    GATEWAY,
     HEAT,
     MANAGEMENT,
     NAME,
