@@ -106,6 +106,7 @@ SERVER_CONFORMANCE = conformance(
 )
 _BLOCK_TRANSFER_WITH_GET = conformance("block-transfer-with-get-or-read")
 _BLOCK_TRANSFER_WITH_ACTION = conformance("block-transfer-with-action")
+_BLOCK_TRANSFER_WITH_SET = conformance("block-transfer-with-set-or-write")
 MIN_DLMS_VERSION = 6
 MIN_PDU_SIZE = 12
 MAX_INCOMING_BLOCKS = 16 * 1024 * 1024
@@ -131,6 +132,9 @@ class ServerSettings:
     conformance: int = SERVER_CONFORMANCE
     max_receive_pdu_size: int = 0xFFFF
     challenge_size: int = 16
+    #: The longest SET value or ACTION parameters taken in blocks (what one association may
+    #: make the server hold).
+    max_incoming_bytes: int = MAX_INCOMING_BLOCKS
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -407,12 +411,17 @@ class ServerAssociation:
     def _incoming_block(self, apdu) -> ServerEvent:
         block = apdu.block
         first = isinstance(apdu, (SetRequestWithFirstDatablock, ActionRequestWithFirstPblock))
+        needed = _BLOCK_TRANSFER_WITH_SET if isinstance(apdu, (SetRequestWithFirstDatablock, SetRequestWithDatablock)) \
+            else _BLOCK_TRANSFER_WITH_ACTION
+        if not self.negotiated.negotiated_conformance & needed:
+            raise DLMSStateError(f"{type(apdu).__name__} without block transfer negotiated", field="tag")
         if first:
             self._incoming, self._incoming_first, self._incoming_next = bytearray(), apdu, 1
         if self._incoming is None or block.block_number != self._incoming_next or \
                 type(apdu) not in _FOLLOWING[type(self._incoming_first)]:
             raise DLMSStateError(f"block {block.block_number} out of order", field="block-number")
-        if len(self._incoming) + len(block.raw_data) > MAX_INCOMING_BLOCKS:
+        if len(self._incoming) + len(block.raw_data) > self.settings.max_incoming_bytes:
+            self._incoming = self._incoming_first = None
             raise DLMSFrameError("block transfer too long", field="raw-data")
         self._incoming += block.raw_data
         self._incoming_next += 1

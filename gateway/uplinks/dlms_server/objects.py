@@ -94,7 +94,7 @@ class Services:
     system_title: bytes
     management_name: bytes
     clock: Callable[[], Any]
-    conformance: int
+    conformance: dict[Role, int]
     max_pdu_size: int
     meters: Callable[[], list[Meter]]
     push: Any  # the Pusher, or None without push
@@ -252,16 +252,16 @@ class AssociationObject(CosemObject):
             return structure(*(Data(t, v) for t, v in zip(_OID_TYPES, (2, 16, 756, 5, 8, 1 if attribute == 4 else 2,
                                                                        last), strict=True)))
         if attribute == 5:
-            return self._context_info(request if current else None)
+            return self._context_info(role, request if current else None)
         if attribute == 8:
             return Data(DataType.ENUM, 2 if current else 0)  # associated / non-associated
         if attribute == 9:
             return octet_string(role.security_setup.to_bytes())
         return READ_WRITE_DENIED
 
-    def _context_info(self, request: Request | None) -> Data:
+    def _context_info(self, role: Role, request: Request | None) -> Data:
         negotiated = request.association.negotiated if request is not None else None
-        conformance = negotiated.negotiated_conformance if negotiated else self.services.conformance
+        conformance = negotiated.negotiated_conformance if negotiated else self.services.conformance[role]
         return structure(
             Data(DataType.BIT_STRING, BitString(24, conformance.to_bytes(3, "big"))),
             Data(DataType.LONG_UNSIGNED, self.services.max_pdu_size),

@@ -22,6 +22,7 @@ from gateway.codecs.dlms.association import Authentication, SecuritySettings
 from gateway.codecs.dlms.axdr import Data, array
 from gateway.codecs.dlms.security import SecurityKeys
 from gateway.codecs.dlms.server import SERVER_CONFORMANCE, ServerSettings
+from gateway.codecs.dlms.xdlms import conformance
 from gateway.config import DlmsUplink, read_key
 from gateway.errors import ConfigError
 from gateway.model import utc_now
@@ -39,6 +40,11 @@ log = logging.getLogger(__name__)
 
 #: Bound of the shutdown: connections closing, the last counter flush.
 SHUTDOWN_S = 5.0
+#: The longest SET value or ACTION parameters an association may send in blocks.
+MAX_INCOMING = 64 * 1024
+#: The public client reads: no SET or ACTION, so no blocks of them either.
+PUBLIC_CONFORMANCE = conformance("attribute0-supported-with-get", "block-transfer-with-get-or-read",
+                                 "multiple-references", "get", "selective-access")
 
 
 @dataclass
@@ -146,11 +152,12 @@ class DlmsServer:
 
     def _configure(self) -> None:
         size = self.config.max_pdu_size
-        self._settings = {Role.PUBLIC: ServerSettings(max_receive_pdu_size=size)}
+        self._settings = {Role.PUBLIC: ServerSettings(conformance=PUBLIC_CONFORMANCE, max_receive_pdu_size=size,
+                                                      max_incoming_bytes=MAX_INCOMING)}
         if self.keys is not None:
             self._settings[Role.MANAGEMENT] = ServerSettings(
                 Authentication.HIGH_GMAC, security=SecuritySettings(self.system_title, self.keys), ciphered=True,
-                max_receive_pdu_size=size)
+                max_receive_pdu_size=size, max_incoming_bytes=MAX_INCOMING)
         push = self.config.push
         if push is not None and push.security != "none" and self.keys is None:
             raise ConfigError([f"uplinks.dlms {self.name}: ciphered pushes need the management keys "
@@ -160,7 +167,7 @@ class DlmsServer:
         event_log = EventLog(self.store)
         self._services = Services(
             system_title=self.system_title, management_name=self.management_name, clock=self.clock,
-            conformance=SERVER_CONFORMANCE, max_pdu_size=size, meters=self.registry.meters, push=self.pusher,
+            conformance={Role.PUBLIC: PUBLIC_CONFORMANCE, Role.MANAGEMENT: SERVER_CONFORMANCE}, max_pdu_size=size, meters=self.registry.meters, push=self.pusher,
             event_log=event_log, buffer_of=lambda meter: MeterProfile(meter, self.store))
         self._management = management_device(self._services, self.store, self._pending)
         self._devices.clear()

@@ -21,7 +21,7 @@ from gateway.codecs.dlms.association import (
     SetResult,
 )
 from gateway.codecs.dlms.axdr import Data, DataType
-from gateway.codecs.dlms.errors import DLMSSecurityError, DLMSStateError
+from gateway.codecs.dlms.errors import DLMSFrameError, DLMSSecurityError, DLMSStateError
 from gateway.codecs.dlms.obis import Obis
 from gateway.codecs.dlms.security import MemoryInvocationCounters, SecurityKeys
 from gateway.codecs.dlms.server import (
@@ -37,12 +37,14 @@ from gateway.codecs.dlms.services import (
     ActionResult,
     AttributeDescriptor,
     DataAccessResult,
+    DataBlock,
     GetRequestNext,
     GetRequestNormal,
     GetRequestWithList,
     GetResponseNormal,
     MethodDescriptor,
     SetRequestNormal,
+    SetRequestWithFirstDatablock,
 )
 from gateway.codecs.dlms.xdlms import ExceptionResponse, conformance
 
@@ -287,3 +289,23 @@ def test_without_block_transfer_a_long_streamed_answer_is_other_reason():
     server.receive_apdu(client.send_get(BUFFER))
     reply = server.answer_get_block(LONG.to_bytes()[: server.block_room], False)
     assert client.receive_apdu(reply).result == DataAccessResult(250)
+
+
+def test_blocks_of_a_set_are_refused_without_block_transfer_or_beyond_the_bound():
+    client, server, app = pair(ClientSettings(max_receive_pdu_size=128),
+                               ServerSettings(max_receive_pdu_size=64, max_incoming_bytes=200))
+    run(client, server, app, client.send_aarq())
+    too_long = client.send_set(BUFFER, Data(DataType.OCTET_STRING, bytes(300)))
+    blocks = 0
+    with pytest.raises(DLMSFrameError, match="too long"):
+        while True:
+            event = server.receive_apdu(too_long)
+            blocks += 1
+            too_long = client.receive_apdu(event.apdu).apdu
+    assert blocks >= 3
+    client, server, app = pair(ClientSettings(max_receive_pdu_size=128),
+                               ServerSettings(conformance=conformance("get", "set"), max_receive_pdu_size=64))
+    run(client, server, app, client.send_aarq())
+    first = SetRequestWithFirstDatablock(BUFFER, DataBlock(False, 1, bytes(10)))
+    with pytest.raises(DLMSStateError, match="without block transfer"):
+        server.receive_apdu(first.to_bytes())
