@@ -33,14 +33,14 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.codecs.dlms.association import Authentication, ClientSettings, SecuritySettings
 from gateway.codecs.dlms.axdr import Data, DataType, octet_string
 from gateway.codecs.dlms.dates import ClockStatus, CosemDateTime
-from gateway.codecs.dlms.errors import DLMSError, DLMSSecurityError
+from gateway.codecs.dlms.errors import DLMSSecurityError
 from gateway.codecs.dlms.hdlc import physical_address_from_serial
 from gateway.codecs.dlms.hdlc_connection import HdlcSettings
 from gateway.codecs.dlms.obis import Obis
@@ -50,35 +50,26 @@ from gateway.codecs.dlms.security import (
     ENCRYPTION_ONLY,
     SecurityKeys,
 )
-from gateway.codecs.dlms.selective import CLOCK_TIME, CaptureObject, RangeDescriptor
+from gateway.codecs.dlms.selective import CLOCK_TIME
 from gateway.codecs.dlms.services import ActionResult, AttributeDescriptor, MethodDescriptor
-from gateway.codecs.dlms.units import ScalerUnit
 from gateway.collectors.base import PolledBus, Sink, StateStore
 from gateway.collectors.dlms_counters import InvocationCounterStore
+from gateway.collectors.dlms_reader import CosemReader, ReaderCache
 from gateway.collectors.dlms_session import DlmsSession, SessionTarget, dlms_session
 from gateway.collectors.dlms_values import (
-    CAPTURE_TIME_ATTRIBUTE,
     CLOCK,
     CLOCK_CLASS,
-    DATA_CLASS,
     DISCONNECT_CONTROL_CLASS,
-    LOGICAL_DEVICE_NAME,
-    PROFILE_GENERIC_CLASS,
-    SCALED_ATTRIBUTES,
-    SCALER_UNIT_ATTRIBUTE,
-    STATUS_ATTRIBUTE,
     ObjectSpec,
     date_time_of,
     decimal_seconds,
-    device_name_text,
     parse_object,
     quantity_name,
     reading_value,
-    status_text,
 )
 from gateway.config import DlmsLine, DlmsMeter, derived_system_title, read_key, read_secret
 from gateway.errors import ConfigError, TransportError
-from gateway.model import Event, Reading, Record, Severity, dlms_device_id, utc_now
+from gateway.model import Event, Reading, Record, Severity, dlms_device_id, utc_now, value_text
 from gateway.transports import LineSettings, Transport, open_transport
 
 log = logging.getLogger(__name__)
@@ -153,15 +144,6 @@ def session_target(line: DlmsLine, meter: DlmsMeter, settings: ClientSettings) -
         retries=line.retries, name=meter.name)
 
 
-@dataclass
-class _MeterCache:
-    """What does not change between reads of one meter."""
-
-    device: str | None = None
-    scaler_units: dict[tuple[int, Obis], ScalerUnit | None] = field(default_factory=dict)
-    capture_objects: dict[Obis, tuple[CaptureObject, ...]] = field(default_factory=dict)
-
-
 @dataclass(frozen=True, slots=True)
 class Operation:
     """The outcome of :meth:`DlmsCollector.operate`: the Action-Result and return data,
@@ -192,9 +174,9 @@ class DlmsCollector(PolledBus[DlmsMeter]):
         self._targets = {m.name: session_target(line, m, client_settings(
             m, self._secrets[m.name], bytes.fromhex(m.system_title) if m.system_title else derived_system_title(line.name)))
             for m in meters}
-        self._cache = {m.name: _MeterCache() for m in meters}
+        self._cache = {m.name: ReaderCache() for m in meters}
         self._transport: Transport | None = None
-        self.counters_link = {"associations": 0, "requests": 0, "security_refusals": 0}
+        self.counters_link = {"associations": 0, "requests": 0, "continuations": 0, "security_refusals": 0}
 
     @classmethod
     def from_config(cls, line: DlmsLine, meters: Sequence[DlmsMeter], sink: Sink, tz: ZoneInfo, *,
@@ -241,6 +223,7 @@ class DlmsCollector(PolledBus[DlmsMeter]):
                     yield session
                 finally:
                     self.counters_link["requests"] += session.requests
+                    self.counters_link["continuations"] += session.continuations
         except DLMSSecurityError as exc:
             self.counters_link["security_refusals"] += 1
             await self._sink.commit([self._meter_event(meter, "security.refused", Severity.ERROR,
@@ -296,15 +279,13 @@ class DlmsCollector(PolledBus[DlmsMeter]):
                      device=self._cache[meter.name].device, source=self.name, details={"meter": meter.name, **details})
 
 
-class _MeterRead:
+class _MeterRead(CosemReader):
     """One complete read of one meter inside an association."""
 
     def __init__(self, collector: DlmsCollector, meter: DlmsMeter, session: DlmsSession) -> None:
+        super().__init__(session, collector._tz, collector._cache[meter.name])
         self.c = collector
         self.meter = meter
-        self.session = session
-        self.cache = collector._cache[meter.name]
-        self.tz: tzinfo = collector._tz
         self.records: list[Record] = []
         self.meter_time: datetime | None = None
 
@@ -312,7 +293,7 @@ class _MeterRead:
         await self.identify()
         await self.read_clock()
         for text in self.meter.objects:
-            self.records += await self.read_object(parse_object(text))
+            self.records.append(await self.read_object(parse_object(text)))
         for profile in self.meter.profiles:
             await self.read_profile(Obis.parse(profile.obis), profile.backfill_s, profile.columns, events=False)
         for log_obis in self.meter.event_logs:
@@ -324,8 +305,7 @@ class _MeterRead:
 
     async def identify(self) -> None:
         if self.cache.device is None:
-            name = await self.session.get(AttributeDescriptor(DATA_CLASS, LOGICAL_DEVICE_NAME, 2))
-            self.cache.device = dlms_device_id(device_name_text(name))
+            self.cache.device = dlms_device_id(await self.device_name())
             self.c.health[self.meter.name].device = self.cache.device
 
     def reading(self, spec: ObjectSpec, value, unit: str | None, *, meter_time: datetime | None = None,
@@ -379,27 +359,9 @@ class _MeterRead:
 
     # -- objects --
 
-    async def scaler_unit(self, class_id: int, obis: Obis) -> ScalerUnit | None:
-        key = (class_id, obis)
-        if key not in self.cache.scaler_units:
-            attribute = SCALER_UNIT_ATTRIBUTE.get(class_id)
-            self.cache.scaler_units[key] = None if attribute is None else ScalerUnit.from_data(
-                await self.session.get(AttributeDescriptor(class_id, obis, attribute)))
-        return self.cache.scaler_units[key]
-
-    async def read_object(self, spec: ObjectSpec) -> list[Reading]:
-        data = await self.session.get(AttributeDescriptor(spec.class_id, spec.obis, spec.attribute))
-        scaled = spec.attribute in SCALED_ATTRIBUTES.get(spec.class_id, ())
-        scaler = await self.scaler_unit(spec.class_id, spec.obis) if scaled else None
-        status = meter_time = None
-        if scaled and spec.class_id in STATUS_ATTRIBUTE:
-            status = status_text(await self.session.get(
-                AttributeDescriptor(spec.class_id, spec.obis, STATUS_ATTRIBUTE[spec.class_id])))
-            stamp = await self.session.get(
-                AttributeDescriptor(spec.class_id, spec.obis, CAPTURE_TIME_ATTRIBUTE[spec.class_id]))
-            meter_time = date_time_of(stamp, self.tz) if _specified(stamp) else None
-        value = reading_value(data, self.tz, scaler)
-        return [self.reading(spec, value, scaler.symbol if scaler else None, meter_time=meter_time, status=status)]
+    async def read_object(self, spec: ObjectSpec) -> Reading:
+        value = await self.read(spec)
+        return self.reading(spec, value.value, value.unit, meter_time=value.meter_time, status=value.status)
 
     # -- profiles and event logs --
 
@@ -411,60 +373,30 @@ class _MeterRead:
         last = datetime.fromisoformat(stored) if stored else None
         now = self.c._clock()
         start = last + timedelta(seconds=1) if last else now - timedelta(seconds=backfill_s)
-        capture = await self.capture_objects(obis)
-        selected = tuple(capture[i - 1] for i in columns or () if 0 < i <= len(capture))
-        if selected and CLOCK_TIME not in selected:
-            selected = (CLOCK_TIME, *selected)
-        shown = selected or capture
-        if CLOCK_TIME not in shown:
-            raise DLMSError(f"{kind} {obis.dotted} has no clock column: it cannot be read by range", field="capture_objects")
-        access = RangeDescriptor.by_time(self._cosem(start), self._cosem(now + RANGE_LEAD), selected).to_access()
-        buffer = await self.session.get(AttributeDescriptor(PROFILE_GENERIC_CLASS, obis, 2), access)
-        rows = self._rows(buffer, shown, last)
+        profile = await self.profile(obis, start, now + RANGE_LEAD, columns)
+        rows = [(moment, row) for moment, row in profile.rows if last is None or moment > last]
         if not rows:
             return
         records: list[Record] = []
         for moment, row in rows:
-            records += self._event(obis, moment, row, shown) if events else await self._row_readings(obis, moment, row, shown)
+            if events:
+                records.append(self._event(obis, moment, row, profile.columns))
+            else:
+                records += await self._row_readings(obis, moment, row, profile.columns)
         await self.c._sink.commit(records)
         await self.c.state.set_state(key, rows[-1][0].isoformat())
 
-    def _cosem(self, moment: datetime) -> CosemDateTime:
-        return CosemDateTime.from_datetime(moment.astimezone(self.tz), None)
-
-    async def capture_objects(self, obis: Obis) -> tuple[CaptureObject, ...]:
-        if obis not in self.cache.capture_objects:
-            data = await self.session.get(AttributeDescriptor(PROFILE_GENERIC_CLASS, obis, 3))
-            self.cache.capture_objects[obis] = tuple(CaptureObject.from_data(item) for item in data.value)
-        return self.cache.capture_objects[obis]
-
-    def _rows(self, buffer: Data, shown: tuple[CaptureObject, ...], last: datetime | None):
-        clock_at = shown.index(CLOCK_TIME)
-        rows = []
-        for row in buffer.value or ():
-            items = row.value
-            if row.type is not DataType.STRUCTURE or len(items) != len(shown):
-                raise DLMSError(f"profile row of {len(items)} values for {len(shown)} columns", field="buffer")
-            moment = date_time_of(items[clock_at], self.tz)
-            if last is None or moment > last:
-                rows.append((moment, items))
-        rows.sort(key=lambda pair: pair[0])
-        return rows
-
     async def _row_readings(self, obis: Obis, moment: datetime, row, shown) -> list[Reading]:
         readings = []
-        for column, value in zip(shown, row):
+        for column, (value, unit) in zip(shown, await self.column_values(shown, row)):
             if column == CLOCK_TIME:
                 continue
             spec = ObjectSpec(column.class_id, column.logical_name, column.attribute_index)
-            scaled = column.attribute_index in SCALED_ATTRIBUTES.get(column.class_id, ()) and column.data_index == 0
-            scaler = await self.scaler_unit(column.class_id, column.logical_name) if scaled else None
-            readings.append(self.reading(spec, reading_value(value, self.tz, scaler), scaler.symbol if scaler else None,
-                                         meter_time=moment, quantity=f"{quantity_name(spec.obis, spec.class_id, spec.attribute)}"
-                                                                     f";profile={obis.dotted}"))
+            quantity = f"{quantity_name(spec.obis, spec.class_id, spec.attribute)};profile={obis.dotted}"
+            readings.append(self.reading(spec, value, unit, meter_time=moment, quantity=quantity))
         return readings
 
-    def _event(self, obis: Obis, moment: datetime, row, shown) -> list[Event]:
+    def _event(self, obis: Obis, moment: datetime, row, shown) -> Event:
         details: dict[str, str | int] = {"meter": self.meter.name, "log": obis.dotted}
         code = None
         for column, value in zip(shown, row):
@@ -475,18 +407,10 @@ class _MeterRead:
                 details["event_code"] = code
             else:
                 text = reading_value(value, self.tz)
-                details[str(column.logical_name)] = text if isinstance(text, (str, int)) else str(text)
-        return [Event(code="meter.event", severity=Severity.INFO, occurred_at=moment, device=self.cache.device,
-                      source=self.c.name, message=f"meter {self.meter.name}: event {code} in log {obis.dotted}",
-                      details=details)]
-
-
-def _specified(data: Data) -> bool:
-    """A capture time that is a date-time with its date set (0xFF... means none)."""
-    try:
-        return isinstance(data.value, (bytes, bytearray)) and CosemDateTime.from_bytes(bytes(data.value)).year is not None
-    except DLMSError:
-        return False
+                details[str(column.logical_name)] = text if isinstance(text, (str, int)) else value_text(text) or ""
+        return Event(code="meter.event", severity=Severity.INFO, occurred_at=moment, device=self.cache.device,
+                     source=self.c.name, message=f"meter {self.meter.name}: event {code} in log {obis.dotted}",
+                     details=details)
 
 
 class MemoryState:

@@ -131,6 +131,8 @@ class DlmsSession:
         self.associated: Associated | None = None
         self.notifications: list[Notification] = []
         self.requests = 0
+        #: Requests the association built itself: GET-next blocks, HLS pass 3, GBT acks.
+        self.continuations = 0
 
     # -- services ---------------------------------------------------------------------------
 
@@ -252,6 +254,7 @@ class DlmsSession:
                 self.notifications.append(event)
                 apdu = b""
             elif isinstance(event, NextRequest):
+                self.continuations += 1
                 await self._reserve()
                 apdu = event.apdu
             else:
