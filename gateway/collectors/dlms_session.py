@@ -78,12 +78,14 @@ MODE_E_SWITCH_S = 0.3
 _CREDENTIAL_DIAGNOSTICS = {11, 12, 13, 14}
 
 
-class AssociationRefused(DLMSError):
-    """The meter refused the association (a rejected AARE, or HLS pass 3 refused)."""
+class AssociationRefused(DLMSSecurityError):
+    """The meter refused the association (a rejected AARE, or HLS pass 3 refused): for
+    the gateway a security refusal, whatever the meter's reason."""
 
 
-class CredentialsRefused(AssociationRefused, DLMSSecurityError):
-    """The meter refused the association for its credentials (password, keys, mechanism)."""
+class CredentialsRefused(AssociationRefused):
+    """The meter said it refused the association for its credentials (password, keys,
+    mechanism)."""
 
 
 class DataAccessError(DLMSError):
@@ -139,7 +141,7 @@ class DlmsSession:
     async def get_result(self, attribute: AttributeDescriptor, access: SelectiveAccess | None = None) -> GetDataResult:
         """The value, or the Data-Access-Result saying why not."""
         await self._reserve()
-        event = await self._request(self.association.send_get(attribute, access))
+        event = await self._request(_built(lambda: self.association.send_get(attribute, access)))
         if not isinstance(event, GetResult):
             raise _failure(event, f"GET {_describe(attribute)}")
         return event.result
@@ -153,7 +155,7 @@ class DlmsSession:
 
     async def set(self, attribute: AttributeDescriptor, value: Data) -> None:
         await self._reserve()
-        event = await self._request(self.association.send_set(attribute, value))
+        event = await self._request(_built(lambda: self.association.send_set(attribute, value)))
         if not isinstance(event, SetResult):
             raise _failure(event, f"SET {_describe(attribute)}")
         if not event.result.success:
@@ -163,7 +165,7 @@ class DlmsSession:
     async def action(self, method: MethodDescriptor, parameters: Data | None = None) -> ActionOutcome:
         """Invoke a method; a negative Action-Result raises :class:`DataAccessError`."""
         await self._reserve()
-        event = await self._request(self.association.send_action(method, parameters))
+        event = await self._request(_built(lambda: self.association.send_action(method, parameters)))
         if not isinstance(event, ActionOutcome):
             raise _failure(event, f"ACTION {_describe(method)}")
         if not event.result.success:
@@ -184,7 +186,7 @@ class DlmsSession:
         await self._reserve()
         event = await self._request(self.association.send_aarq())
         if isinstance(event, AssociationRejected):
-            raise _refused(event)
+            raise _refused(event, self.target.client_settings.ciphered)
         if not isinstance(event, Associated):
             raise AssociationRefused(f"{self.target.name}: unexpected answer to the AARQ: {type(event).__name__}")
         self.associated = event
@@ -341,6 +343,15 @@ async def dlms_session(transport: Transport, target: SessionTarget,
             await counters.save()
 
 
+def _built(build) -> bytes:
+    """A request the association builds; one it cannot send (too long for the meter's PDU
+    size without block transfer) is the codec's error, not a stray ValueError."""
+    try:
+        return build()
+    except ValueError as exc:
+        raise DLMSError(f"request cannot be sent: {exc}", field="request") from None
+
+
 def _describe(descriptor: AttributeDescriptor | MethodDescriptor) -> str:
     index = descriptor.attribute if isinstance(descriptor, AttributeDescriptor) else descriptor.method
     return f"{descriptor.instance.dotted}:{descriptor.class_id}:{index}"
@@ -358,9 +369,12 @@ def _failure(event, what: str) -> DLMSError:
     return DLMSError(f"{what}: unexpected answer {type(event).__name__}", field="service")
 
 
-def _refused(event: AssociationRejected) -> AssociationRefused:
+def _refused(event: AssociationRejected, ciphered: bool) -> AssociationRefused:
     aare = event.aare
     reason = f"association refused: {event.reason}"
+    if ciphered:
+        # A meter that cannot decipher the AARQ's InitiateRequest rarely says so.
+        reason += "; with ciphering this usually means the meter could not decipher the AARQ (check the keys)"
     if aare is not None and aare.result_source == acse.ACSE_SERVICE_USER and aare.diagnostic in _CREDENTIAL_DIAGNOSTICS:
         return CredentialsRefused(reason, field="AARE")
     if aare is not None and "HLS" in event.reason:
