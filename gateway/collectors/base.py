@@ -216,6 +216,11 @@ class PolledBus(ABC, Generic[M]):
         except GatewayError as exc:
             if not future.done():
                 future.set_exception(exc)
+        except Exception as exc:
+            # A bug: the caller hears of it, and the bus fails (the supervisor restarts it).
+            if not future.done():
+                future.set_exception(exc)
+            raise
         else:
             if not future.done():
                 future.set_result(result)

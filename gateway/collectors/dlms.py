@@ -255,7 +255,7 @@ class DlmsCollector(PolledBus[DlmsMeter]):
                 read = _MeterRead(self, meter, session)
                 await read.identify()
                 for attribute in (2, 3):
-                    readings += await read.read_object(ObjectSpec(DISCONNECT_CONTROL_CLASS, method.instance, attribute))
+                    readings.append(await read.read_object(ObjectSpec(DISCONNECT_CONTROL_CLASS, method.instance, attribute)))
         value = outcome.return_data
         result = Operation(meter.name, method, outcome.result, None if value is None else
                            reading_value(value, self._tz) if isinstance(value, Data) else value.name, tuple(readings))
