@@ -86,7 +86,7 @@ def test_the_app_builds_a_dlms_collector_beside_the_mbus_one_and_hands_both_the_
 def test_published_test_keys_are_refused_in_a_production_configuration(tmp_path, which):
     text = config_text(tmp_path, ek=EK if which == "ek" else "11" * 16, ak=AK if which == "ak" else "22" * 16)
     [problem] = problems(text)
-    assert problem.startswith(f"gw.toml:{23 if which == "ek" else 24}: meters[0].{which}_file: ")
+    assert problem.startswith(f"gw.toml:{23 if which == 'ek' else 24}: meters[0].{which}_file: ")
     assert "published test key" in problem and "gateway.demo = true" in problem
     assert EK not in problem and AK not in problem
 
