@@ -212,3 +212,49 @@ async def tampering_proxy(upstream: tuple[str, int], tamper: Tamper) -> AsyncIte
         for task in list(tasks):
             task.cancel()
         await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def mode_e_opening(upstream: tuple[str, int], identification: bytes = b"/GRX5\\2GXMETER\r\n",
+                         heard: list[bytes] | None = None) -> AsyncIterator[str]:
+    """``HOST:PORT`` of an IEC 62056-21 optical head in front of an HDLC meter: it answers
+    the sign-on request with ``identification``, takes the acknowledgement (kept in
+    ``heard``), then carries bytes both ways unchanged."""
+
+    async def carry(reader, writer) -> None:
+        try:
+            while data := await reader.read(4096):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader, writer) -> None:
+        try:
+            request = await reader.readuntil(b"\r\n")
+            if heard is not None:
+                heard.append(request)
+            writer.write(identification)
+            ack = await reader.readuntil(b"\r\n")
+            if heard is not None:
+                heard.append(ack)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection(*upstream)
+        back = asyncio.ensure_future(carry(up_reader, writer))
+        try:
+            await carry(reader, up_writer)
+        finally:
+            back.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await back
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.app import StoreSink
-from gateway.codecs.dlms.errors import DLMSFrameError, DLMSSecurityError
+from gateway.codecs.dlms.errors import DLMSError, DLMSFrameError, DLMSSecurityError
 from gateway.codecs.dlms.wrapper import WrapperMessage
 from gateway.collectors.dlms import DlmsCollector, MemoryState
 from gateway.collectors.dlms_session import AssociationRefused, CredentialsRefused
@@ -35,7 +35,7 @@ from tests.collectors.dlms_helpers import (
     meter,
     running,
 )
-from tests.collectors.dlms_sim_meter import RawBytes, tampering_proxy
+from tests.collectors.dlms_sim_meter import RawBytes, mode_e_opening, tampering_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -246,3 +246,35 @@ async def test_a_meter_that_answers_again_raises_comm_recovered(start_dlms_meter
             answering = True
             assert await asyncio.wait_for(collector.read_now("m1"), 30)
     assert [e.code for e in sink.of(Event)] == ["comm.failed", "comm.recovered"]
+
+
+async def test_mode_e_opens_the_link_at_300_baud_then_hdlc_follows(start_dlms_meter, tmp_path):
+    peer = start_dlms_meter(iface="hdlc")
+    heard: list[bytes] = []
+    sink = ListSink()
+    async with mode_e_opening(peer.address, heard=heard) as address:
+        collector = DlmsCollector(line(tcp=address, interface="hdlc", mode_e=True), [meter(tmp_path)], sink, UTC)
+        readings = {r.quantity: r.value for r in await read_once(collector)}
+    assert heard == [b"/?!\r\n", b"\x06" + b"252\r\n"]  # HDLC procedure, 9600 baud (Z = 5), binary mode
+    assert readings["active_energy_import"] == Decimal("123456.7")
+
+
+async def test_a_meter_without_mode_e_is_a_clear_error(start_dlms_meter, tmp_path):
+    peer = start_dlms_meter(iface="hdlc")
+    sink = ListSink()
+    async with mode_e_opening(peer.address, identification=b"/GRX5GXMETER\r\n") as address:
+        collector = DlmsCollector(line(tcp=address, interface="hdlc", mode_e=True), [meter(tmp_path)], sink, UTC)
+        with pytest.raises(DLMSError, match="does not offer mode E"):
+            await read_once(collector)
+
+
+async def test_two_meters_share_one_hdlc_line_one_association_at_a_time(request, tmp_path):
+    tty = request.getfixturevalue("dlms_meter_serial")
+    sink = ListSink()
+    meters = [meter(tmp_path, name, server_physical=address) for name, address in (("east", 17), ("west", 18))]
+    collector = DlmsCollector(line(port=tty, interface="hdlc"), meters, sink, UTC)
+    async with running(collector):
+        both = await asyncio.wait_for(asyncio.gather(collector.read_now("east"), collector.read_now("west")), 30)
+    assert [[r.value for r in readings if r.quantity == "active_energy_import"] for readings in both] == [
+        [Decimal("123456.7")], [Decimal("123456.7")]]
+    assert collector.status()["link"]["associations"] == 2
