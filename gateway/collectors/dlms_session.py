@@ -129,6 +129,7 @@ class DlmsSession:
         self.counters = counters
         self.association = ClientAssociation(target.client_settings, counters)
         self.link = target.new_link()
+        self._hdlc = isinstance(self.link, HdlcConnection)  # (an ABC: checked once, not per frame)
         self.identification: Identification | None = None
         self.associated: Associated | None = None
         self.notifications: list[Notification] = []
@@ -178,7 +179,7 @@ class DlmsSession:
     async def open(self) -> None:
         if self.target.mode_e:
             await self._mode_e()
-        if isinstance(self.link, HdlcConnection):
+        if self._hdlc:
             event = await self._link_retrying(self.link.connect)
             if not isinstance(event, Connected):
                 raise AssociationRefused(f"{self.target.name}: the meter refused the HDLC link ({_link_text(event)})",
@@ -213,7 +214,7 @@ class DlmsSession:
             log.debug("%s: disconnect after a failure did not complete: %s", self.target.name, exc)
 
     async def _disconnect(self) -> None:
-        if isinstance(self.link, HdlcConnection) and self.link.state != "disconnected":
+        if self._hdlc and self.link.state != "disconnected":
             self.link.clear()
             await self.transport.write(self.link.disconnect())
             event = await self._link(b"")
@@ -285,7 +286,7 @@ class DlmsSession:
     async def _link_polling(self, data: bytes) -> LinkEvent:
         """Wait for the link's next event; over HDLC, a missing reply is asked for again
         with RR (poll) up to ``retries`` times (IEC 62056-46 6.4.4.4.3.4)."""
-        attempts = self.target.retries if isinstance(self.link, HdlcConnection) else 0
+        attempts = self.target.retries if self._hdlc else 0
         for attempt in range(attempts + 1):
             try:
                 return await self._link(data)
@@ -374,7 +375,8 @@ def _refused(event: AssociationRejected, ciphered: bool) -> AssociationRefused:
     reason = f"association refused: {event.reason}"
     if ciphered:
         # A meter that cannot decipher the AARQ's InitiateRequest rarely says so.
-        reason += "; with ciphering this usually means the meter could not decipher the AARQ (check the keys)"
+        reason += ("; with ciphering this usually means the meter could not decipher the AARQ "
+                   "(check the keys, and that the invocation counters were not reset)")
     if aare is not None and aare.result_source == acse.ACSE_SERVICE_USER and aare.diagnostic in _CREDENTIAL_DIAGNOSTICS:
         return CredentialsRefused(reason, field="AARE")
     if aare is not None and "HLS" in event.reason:
