@@ -234,8 +234,16 @@ class DlmsCollector(PolledBus[DlmsMeter]):
     # -- reading ----------------------------------------------------------------------------
 
     async def read_meter(self, meter: DlmsMeter) -> list[Record]:
-        async with self.session(meter) as session:
-            return await _MeterRead(self, meter, session).run()
+        read: _MeterRead | None = None
+        try:
+            async with self.session(meter) as session:
+                read = _MeterRead(self, meter, session)
+                return await read.run()
+        finally:
+            # Profile rows already read are kept even when a later part of the read failed;
+            # committed outside the association (the line is free again), then their marks.
+            if read is not None:
+                await read.keep_rows()
 
     async def operate(self, meter: str, obis: Obis | str, class_id: int, method: int,
                       parameters: Data | None = None) -> Operation:
@@ -288,6 +296,17 @@ class _MeterRead(CosemReader):
         self.meter = meter
         self.records: list[Record] = []
         self.meter_time: datetime | None = None
+        #: Profile and event log rows, and the state marks (key, last entry) they advance.
+        self.rows: list[Record] = []
+        self.marks: list[tuple[str, str]] = []
+
+    async def keep_rows(self) -> None:
+        """Commit the rows read, then store how far each profile was read: a crash
+        between the two re-reads those rows once, never skips any."""
+        if self.rows:
+            await self.c._sink.commit(self.rows)
+        for key, value in self.marks:
+            await self.c.state.set_state(key, value)
 
     async def run(self) -> list[Record]:
         await self.identify()
@@ -366,7 +385,7 @@ class _MeterRead(CosemReader):
     # -- profiles and event logs --
 
     async def read_profile(self, obis: Obis, backfill_s: int, columns: list[int] | None, *, events: bool) -> None:
-        """Rows newer than the last stored entry; committed, then the entry stored."""
+        """Rows newer than the last stored entry (kept by :meth:`keep_rows`)."""
         kind = "log" if events else "profile"
         key = f"dlms.{kind}.{self.meter.name}.{obis.dotted}"
         stored = await self.c.state.get_state(key)
@@ -377,14 +396,12 @@ class _MeterRead(CosemReader):
         rows = [(moment, row) for moment, row in profile.rows if last is None or moment > last]
         if not rows:
             return
-        records: list[Record] = []
         for moment, row in rows:
             if events:
-                records.append(self._event(obis, moment, row, profile.columns))
+                self.rows.append(self._event(obis, moment, row, profile.columns))
             else:
-                records += await self._row_readings(obis, moment, row, profile.columns)
-        await self.c._sink.commit(records)
-        await self.c.state.set_state(key, rows[-1][0].isoformat())
+                self.rows += await self._row_readings(obis, moment, row, profile.columns)
+        self.marks.append((key, rows[-1][0].isoformat()))
 
     async def _row_readings(self, obis: Obis, moment: datetime, row, shown) -> list[Reading]:
         readings = []

@@ -278,3 +278,21 @@ async def test_two_meters_share_one_hdlc_line_one_association_at_a_time(request,
     assert [[r.value for r in readings if r.quantity == "active_energy_import"] for readings in both] == [
         [Decimal("123456.7")], [Decimal("123456.7")]]
     assert collector.status()["link"]["associations"] == 2
+
+
+async def test_profile_rows_read_before_a_later_failure_are_kept_and_not_read_again(start_dlms_meter, tmp_path):
+    peer = start_dlms_meter()
+    sink = ListSink()
+    state = MemoryState()
+    # The gurux meter has no event log: reading it fails after the profile was read.
+    config = meter(tmp_path, profiles=[WHOLE_PROFILE], event_logs=["0.0.99.98.0.255"])
+    collector = DlmsCollector(line(tcp="%s:%d" % peer.address), [config], sink, UTC, state=state,
+                              clock=lambda: FIRST_ROW + timedelta(hours=3))
+    async with running(collector):
+        for _ in range(2):
+            # (gurux answers a GET of an unknown object with a mismatched invoke-id)
+            with pytest.raises(DLMSError):
+                await asyncio.wait_for(collector.read_now("m1"), 30)
+    assert len(profile_rows(sink.records)) == 8  # once, though the meter was read twice
+    assert await state.get_state("dlms.profile.m1.1.0.99.1.0.255") == "2024-01-01T01:45:00+00:00"
+    assert [e.code for e in sink.of(Event)] == ["comm.failed"]
