@@ -141,11 +141,8 @@ class DlmsSession:
 
     async def get_result(self, attribute: AttributeDescriptor, access: SelectiveAccess | None = None) -> GetDataResult:
         """The value, or the Data-Access-Result saying why not."""
-        await self._reserve()
-        event = await self._request(_built(lambda: self.association.send_get(attribute, access)))
-        if not isinstance(event, GetResult):
-            raise _failure(event, f"GET {_describe(attribute)}")
-        return event.result
+        what = f"GET {_describe(attribute)}"
+        return (await self._service(lambda: self.association.send_get(attribute, access), GetResult, what)).result
 
     async def get(self, attribute: AttributeDescriptor, access: SelectiveAccess | None = None) -> Data:
         """The value; a negative answer raises :class:`DataAccessError`."""
@@ -155,23 +152,22 @@ class DlmsSession:
         return result
 
     async def set(self, attribute: AttributeDescriptor, value: Data) -> None:
-        await self._reserve()
-        event = await self._request(_built(lambda: self.association.send_set(attribute, value)))
-        if not isinstance(event, SetResult):
-            raise _failure(event, f"SET {_describe(attribute)}")
-        if not event.result.success:
-            raise DataAccessError(f"SET {_describe(attribute)} refused: {event.result.name}", result=event.result,
-                                  field="result")
+        """Write an attribute; a negative Data-Access-Result raises :class:`DataAccessError`."""
+        what = f"SET {_describe(attribute)}"
+        _succeeded(await self._service(lambda: self.association.send_set(attribute, value), SetResult, what), what)
 
     async def action(self, method: MethodDescriptor, parameters: Data | None = None) -> ActionOutcome:
         """Invoke a method; a negative Action-Result raises :class:`DataAccessError`."""
+        what = f"ACTION {_describe(method)}"
+        return _succeeded(
+            await self._service(lambda: self.association.send_action(method, parameters), ActionOutcome, what), what)
+
+    async def _service(self, build, answer: type, what: str):
+        """Send the request ``build`` makes and return its answer, which must be an ``answer``."""
         await self._reserve()
-        event = await self._request(_built(lambda: self.association.send_action(method, parameters)))
-        if not isinstance(event, ActionOutcome):
-            raise _failure(event, f"ACTION {_describe(method)}")
-        if not event.result.success:
-            raise DataAccessError(f"ACTION {_describe(method)} refused: {event.result.name}", result=event.result,
-                                  field="result")
+        event = await self._request(_built(build))
+        if not isinstance(event, answer):
+            raise _failure(event, what)
         return event
 
     # -- opening and closing ------------------------------------------------------------------
@@ -342,6 +338,12 @@ async def dlms_session(transport: Transport, target: SessionTarget,
     finally:
         if counters is not None:
             await counters.save()
+
+
+def _succeeded(event, what: str):
+    if not event.result.success:
+        raise DataAccessError(f"{what} refused: {event.result.name}", result=event.result, field="result")
+    return event
 
 
 def _built(build) -> bytes:

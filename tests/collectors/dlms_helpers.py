@@ -1,10 +1,8 @@
-"""Shared by the DLMS collector, session and command-line tests: configurations for the
-gurux meter (tests/dlms_peer.py), key files, a list sink and a running collector."""
+"""Shared by the DLMS collector and command-line tests: configurations for the gurux meter
+(tests/dlms_peer.py) and key files."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from pathlib import Path
 
@@ -24,19 +22,6 @@ SECURITY = {
     "lls": ({"auth": "low"}, {"client_sap": 17, "authentication": "low"}),
     "hls-gmac": ({"auth": "gmac", "secure": True}, {"client_sap": 1, "authentication": "gmac"}),
 }
-
-
-class ListSink:
-    """A sink that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.records: list = []
-
-    async def commit(self, records) -> None:
-        self.records.extend(records)
-
-    def of(self, kind) -> list:
-        return [r for r in self.records if isinstance(r, kind)]
 
 
 def secret_file(directory: Path, name: str, text: str) -> str:
@@ -68,17 +53,3 @@ def meter(directory: Path, name: str = "m1", *, security: str = "none", keys: di
     settings = {"objects": [ENERGY], "system_title": CLIENT_TITLE, "schedule": {"interval_s": 86400},
                 **options, **files, **kwargs}
     return DlmsMeter(name=name, protocol="dlms", bus="dlms1", **settings)
-
-
-@contextlib.asynccontextmanager
-async def running(collector):
-    """The collector's polling loop in the background (its clock keeps scheduled reads a
-    day away, so only on-demand work runs)."""
-    task = asyncio.ensure_future(collector.run())
-    try:
-        yield collector
-    finally:
-        collector.stop()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

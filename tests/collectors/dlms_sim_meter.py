@@ -149,6 +149,18 @@ async def serving(meter: SimMeter) -> AsyncIterator[str]:
         await server.wait_closed()
 
 
+async def _carry(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Bytes from ``reader`` to ``writer`` unchanged until either side closes."""
+    try:
+        while data := await reader.read(4096):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
 class RawBytes(bytes):
     """What a tamper function returns to put bytes on the wire as they are (no wrapper
     header added): a frame cut short, garbage."""
@@ -166,15 +178,11 @@ async def tampering_proxy(upstream: tuple[str, int], tamper: Tamper) -> AsyncIte
     connections = 0
     tasks: set[asyncio.Task] = set()
 
-    async def pipe(reader, writer, transform=None) -> None:
+    async def replies_of(reader, writer, transform) -> None:
         parser = WrapperParser()
         replies = 0
         try:
             while data := await reader.read(4096):
-                if transform is None:
-                    writer.write(data)
-                    await writer.drain()
-                    continue
                 parser.receive_data(data)
                 while (message := parser.next_message()) is not None:
                     replies += 1
@@ -194,10 +202,10 @@ async def tampering_proxy(upstream: tuple[str, int], tamper: Tamper) -> AsyncIte
         connections += 1
         number = connections
         up_reader, up_writer = await asyncio.open_connection(*upstream)
-        down = asyncio.ensure_future(pipe(up_reader, client_writer, lambda n, apdu: tamper(number, n, apdu)))
+        down = asyncio.ensure_future(replies_of(up_reader, client_writer, lambda n, apdu: tamper(number, n, apdu)))
         tasks.add(down)
         try:
-            await pipe(client_reader, up_writer)
+            await _carry(client_reader, up_writer)
         finally:
             down.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -221,16 +229,6 @@ async def mode_e_opening(upstream: tuple[str, int], identification: bytes = b"/G
     the sign-on request with ``identification``, takes the acknowledgement (kept in
     ``heard``), then carries bytes both ways unchanged."""
 
-    async def carry(reader, writer) -> None:
-        try:
-            while data := await reader.read(4096):
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
     async def handle(reader, writer) -> None:
         try:
             request = await reader.readuntil(b"\r\n")
@@ -244,9 +242,9 @@ async def mode_e_opening(upstream: tuple[str, int], identification: bytes = b"/G
             writer.close()
             return
         up_reader, up_writer = await asyncio.open_connection(*upstream)
-        back = asyncio.ensure_future(carry(up_reader, writer))
+        back = asyncio.ensure_future(_carry(up_reader, writer))
         try:
-            await carry(reader, up_writer)
+            await _carry(reader, up_writer)
         finally:
             back.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -26,16 +26,14 @@ from tests.collectors.dlms_helpers import (
     AK,
     DEVICE,
     EK,
-    ENERGY,
     PROFILE,
     SECURITY,
-    ListSink,
     key_files,
     line,
     meter,
-    running,
 )
 from tests.collectors.dlms_sim_meter import RawBytes, mode_e_opening, tampering_proxy
+from tests.collectors.polling import ListSink, running
 
 pytestmark = pytest.mark.integration
 

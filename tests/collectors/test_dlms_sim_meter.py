@@ -15,8 +15,9 @@ from gateway.collectors.dlms import DlmsCollector, MemoryState
 from gateway.collectors.dlms_session import DataAccessError
 from gateway.model import Event, Reading
 
-from tests.collectors.dlms_helpers import ListSink, line, meter, running
+from tests.collectors.dlms_helpers import line, meter
 from tests.collectors.dlms_sim_meter import DISCONNECT, SimMeter, serving
+from tests.collectors.polling import ListSink, running
 
 UTC = ZoneInfo("UTC")
 
