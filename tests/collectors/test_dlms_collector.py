@@ -6,6 +6,8 @@ transfer, and every failure a clear error and an event, never a hang."""
 from __future__ import annotations
 
 import asyncio
+import os
+import tty
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -14,6 +16,7 @@ import pytest
 
 from gateway.app import StoreSink
 from gateway.codecs.dlms.errors import DLMSError, DLMSFrameError, DLMSSecurityError
+from gateway.codecs.dlms.hdlc import HdlcParser
 from gateway.codecs.dlms.wrapper import WrapperMessage
 from gateway.collectors.dlms import DlmsCollector, MemoryState
 from gateway.collectors.dlms_session import AssociationRefused, CredentialsRefused
@@ -293,4 +296,26 @@ async def test_profile_rows_read_before_a_later_failure_are_kept_and_not_read_ag
                 await asyncio.wait_for(collector.read_now("m1"), 30)
     assert len(profile_rows(sink.records)) == 8  # once, though the meter was read twice
     assert await state.get_state("dlms.profile.m1.1.0.99.1.0.255") == "2024-01-01T01:45:00+00:00"
+    assert [e.code for e in sink.of(Event)] == ["comm.failed"]
+
+
+async def test_a_silent_hdlc_line_repeats_snrm_then_gives_up_with_a_timeout(tmp_path):
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    path = os.ttyname(slave)
+    sink = ListSink()
+    try:
+        collector = DlmsCollector(line(port=path, interface="hdlc", response_timeout_ms=150, retries=2),
+                                  [meter(tmp_path)], sink, UTC)
+        with pytest.raises(DeviceTimeout, match="nothing received within 150 ms"):
+            await read_once(collector)
+        parser = HdlcParser()
+        parser.receive_data(os.read(master, 4096))
+        frames = []
+        while (frame := parser.next_frame()) is not None:
+            frames.append(frame.kind)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert frames[:3] == ["SNRM", "SNRM", "SNRM"]  # the first and two repeats
     assert [e.code for e in sink.of(Event)] == ["comm.failed"]
