@@ -176,7 +176,7 @@ class DlmsCollector(PolledBus[DlmsMeter]):
             for m in meters}
         self._cache = {m.name: ReaderCache() for m in meters}
         self._transport: Transport | None = None
-        self.counters_link = {"associations": 0, "requests": 0, "continuations": 0, "security_refusals": 0}
+        self.link_counters = {"associations": 0, "requests": 0, "continuations": 0, "security_refusals": 0}
 
     @classmethod
     def from_config(cls, line: DlmsLine, meters: Sequence[DlmsMeter], sink: Sink, tz: ZoneInfo, *,
@@ -218,14 +218,15 @@ class DlmsCollector(PolledBus[DlmsMeter]):
         try:
             async with self._line() as transport, \
                     dlms_session(transport, self._targets[meter.name], self.invocation_counters.for_meter(meter.name)) as session:
-                self.counters_link["associations"] += 1
+                self.link_counters["associations"] += 1
                 try:
                     yield session
                 finally:
-                    self.counters_link["requests"] += session.requests
-                    self.counters_link["continuations"] += session.continuations
+                    self.link_counters["requests"] += session.requests
+                    self.link_counters["continuations"] += session.continuations
         except DLMSSecurityError as exc:
-            self.counters_link["security_refusals"] += 1
+            self.link_counters["security_refusals"] += 1
+            log.warning("line %s: meter %s refused for security: %s", self.name, meter.name, exc)
             await self._sink.commit([self._meter_event(meter, "security.refused", Severity.ERROR,
                                                        f"meter {meter.name}: {exc}",
                                                        {"reason": type(exc).__name__, "field": exc.field or ""})])
@@ -278,7 +279,7 @@ class DlmsCollector(PolledBus[DlmsMeter]):
 
     def status(self) -> dict[str, Any]:
         out = super().status()
-        out["link"] = dict(self.counters_link)
+        out["link"] = dict(self.link_counters)
         return out
 
     def _meter_event(self, meter: DlmsMeter, code: str, severity: Severity, message: str,
