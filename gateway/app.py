@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 COLLECTORS = {
     "mbus": "gateway.collectors.mbus:MBusCollector",
     "dlms": "gateway.collectors.dlms:DlmsCollector",
+    "wmbus": "gateway.collectors.wmbus:WMBusReceiver",
 }
 
 STATUS_FILE = "status.json"

@@ -240,7 +240,54 @@ class DlmsLine(SerialOrTcp):
         return self
 
 
-Bus = Annotated[Union[MBusBus, DlmsLine], Field(discriminator="protocol")]
+#: Each dongle's factory line speed: IMST iM871A 57600 Bd (WM-Bus HCI spec), Amber AMB8465
+#: 9600 Bd (its manual's UART default), CUL/nanoCUL with culfw 38400 Bd.
+WMBUS_DEFAULT_BAUD = {"imst": 57600, "amber": 9600, "cul": 38400}
+WMBUS_BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+
+
+class WMBusDongle(SerialOrTcp):
+    """A wireless M-Bus radio dongle (EN 13757-4), listened to all the time."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["wmbus"]
+    dongle: Literal["imst", "amber", "cul"] = Field(
+        description="imst: IMST iM871A/iM170A (WM-Bus HCI); amber: Amber/Würth Metis AMB8465 family; "
+                    "cul: CUL/nanoCUL with culfw")
+    mode: Literal["t1", "c1", "s1", "c1+t1"] = Field(
+        "t1", description="link mode the meters send in; c1+t1 hears both (imst and amber only)")
+    baud: int | None = Field(None, description="default: the dongle's own (imst 57600, amber 9600, cul 38400)")
+    silence_timeout_s: float = Field(600, gt=0, le=86400, description="a dongle silent this long is reopened")
+    duplicate_window_s: float = Field(
+        60, ge=0, le=3600, description="a telegram heard again within this time (same meter, access number and "
+                                       "payload) is a duplicate and is stored once")
+    store_unknown: bool = Field(False, description="store the readings of plaintext telegrams from meters "
+                                                   "not configured (default: only list them in the status)")
+
+    @field_validator("baud")
+    @classmethod
+    def _dongle_baud(cls, value: int | None) -> int | None:
+        if value is not None and value not in WMBUS_BAUD_RATES:
+            raise ValueError(f"must be one of {', '.join(map(str, WMBUS_BAUD_RATES))}")
+        return value
+
+    @model_validator(mode="after")
+    def _mode_the_dongle_has(self) -> WMBusDongle:
+        if self.dongle == "cul" and self.mode == "c1+t1":
+            raise ValueError("a cul stick (culfw) listens to one mode at a time: t1, c1 or s1")
+        return self
+
+    @property
+    def line_baud(self) -> int:
+        return self.baud or WMBUS_DEFAULT_BAUD[self.dongle]
+
+    @property
+    def link_modes(self) -> tuple[str, ...]:
+        """``("C1", "T1")`` for ``c1+t1``: the codec's link mode names."""
+        return tuple(mode.upper() for mode in self.mode.split("+"))
+
+
+Bus = Annotated[Union[MBusBus, DlmsLine, WMBusDongle], Field(discriminator="protocol")]
 
 
 class Schedule(Model):
@@ -403,7 +450,51 @@ def published_key_problem(key: bytes, allowed: bool) -> str | None:
             "(test keys are allowed only with gateway.demo = true or a gateway id starting with \"demo\")")
 
 
-Meter = Annotated[Union[MBusMeter, DlmsMeter], Field(discriminator="protocol")]
+class WMBusMeter(Model):
+    """A wireless M-Bus meter, recognised by its identification (and, where two meters share
+    one, by manufacturer, version and device type)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["wmbus"]
+    bus: str
+    id: str = Field(description="8-digit identification number, as printed on the meter")
+    manufacturer: str | None = Field(None, description="3-letter manufacturer code, e.g. KAM")
+    version: int | None = Field(None, ge=0, le=255)
+    device_type: int | None = Field(None, ge=0, le=255, description="device type (medium), e.g. 0x07 water")
+    key_file: str | None = Field(None, description="the meter's AES-128 key, 32 hex digits, in a file only the "
+                                                   "service can read; absent: the meter sends plaintext")
+    expected_interval_s: float = Field(gt=0, le=31 * 86400, description="how often the meter transmits")
+    not_heard_after: int = Field(3, ge=1, le=1000, description="comm.not_heard after this many intervals of silence")
+
+    @field_validator("id")
+    @classmethod
+    def _id_as_printed(cls, value: str) -> str:
+        """Hex digits in lower case, as the link layer prints a non-BCD identification."""
+        if not re.fullmatch(r"[0-9A-Fa-f]{8}", value):
+            raise ValueError("must be the meter's 8-digit identification number, e.g. \"12345678\"")
+        return value.lower()
+
+    @field_validator("manufacturer")
+    @classmethod
+    def _letters_upper(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z@]{3}", value):
+            raise ValueError("must be the 3-letter manufacturer code, e.g. \"KAM\"")
+        return None if value is None else value.upper()
+
+    def matches(self, identification: str, manufacturer: str, version: int, device_type: int) -> bool:
+        """Whether a telegram from this address is this meter's."""
+        return (identification == self.id and self.manufacturer in (None, manufacturer)
+                and self.version in (None, version) and self.device_type in (None, device_type))
+
+    def could_be(self, other: WMBusMeter) -> bool:
+        """Whether one telegram could match both meters (then they cannot be told apart)."""
+        return self.id == other.id and all(
+            mine is None or theirs is None or mine == theirs
+            for mine, theirs in ((self.manufacturer, other.manufacturer), (self.version, other.version),
+                                 (self.device_type, other.device_type)))
+
+
+Meter = Annotated[Union[MBusMeter, DlmsMeter, WMBusMeter], Field(discriminator="protocol")]
 
 
 class GatewayConfig(Model):
@@ -468,6 +559,7 @@ def cross_check(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]
             problems.append((("meters", index, "bus"), f"bus {bus.name!r} is {bus.protocol}, but this meter speaks {meter.protocol}"))
         if isinstance(meter, DlmsMeter):
             problems += _dlms_key_problems(index, meter, config.allows_test_keys)
+    problems += _wireless_problems(config)
     return problems
 
 
@@ -483,6 +575,35 @@ def _dlms_key_problems(index: int, meter: DlmsMeter, allowed: bool) -> list[tupl
         if problem:
             problems.append((("meters", index, name), f"{reference} {problem}"))
     return problems
+
+
+def _wireless_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """Wireless meters that one telegram could not tell apart, and key files that cannot
+    be used (missing, readable by others, not 32 hex digits)."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    wireless = [(index, meter) for index, meter in enumerate(config.meters) if isinstance(meter, WMBusMeter)]
+    for position, (index, meter) in enumerate(wireless):
+        for _, earlier in wireless[:position]:
+            if earlier.bus == meter.bus and meter.could_be(earlier):
+                problems.append((("meters", index, "id"), f"meter {earlier.name!r} on bus {meter.bus!r} has the same "
+                                 "identification; set manufacturer, version or device_type to tell them apart"))
+        if meter.key_file is not None and (problem := key_file_problem(meter.key_file)):
+            problems.append((("meters", index, "key_file"), problem))
+    return problems
+
+
+def key_file_problem(reference: str) -> str | None:
+    """Why a meter's AES key file cannot be used, or None. The key itself is never quoted.
+    A systemd credential outside systemd (no ``$CREDENTIALS_DIRECTORY``) is not checked."""
+    if reference.startswith("credential:") and not os.environ.get("CREDENTIALS_DIRECTORY"):
+        return None
+    try:
+        text = read_secret(reference)
+    except ConfigError as exc:
+        return "; ".join(exc.problems)
+    if not re.fullmatch(rb"[0-9A-Fa-f]{32}", text.replace(b" ", b"")):
+        return f"{resolve_secret_path(reference)}: an AES-128 key file holds 32 hex digits, this one does not"
+    return None
 
 
 def load_config(path: str | Path) -> GatewayConfig:
@@ -534,7 +655,7 @@ def _problem(path: str | Path, text: str, error: dict[str, Any]) -> str:
 
 
 # pydantic puts the discriminator value in the location of union members; it is no field.
-_UNION_TAGS = {"mbus", "dlms"}
+_UNION_TAGS = {"mbus", "dlms", "wmbus"}
 
 
 def _dotted(loc: list[Any]) -> str:

@@ -32,6 +32,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.status",
     "gateway.cli.mbus_bus",
     "gateway.cli.dlms_read",
+    "gateway.cli.wmbus_listen",
+    "gateway.cli.demo",
 )
 
 VERB_HELP = {
