@@ -42,7 +42,7 @@ from gateway.codecs.mbus.dongles import ReceivedTelegram
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.wireless import WMBusDecoder
 from gateway.codecs.mbus.wmbus_security import AesKey
-from gateway.collectors.base import MeterHealth, Sink
+from gateway.collectors.base import MeterHealth, Sink, StateStore
 from gateway.collectors.wmbus_dongle import DongleSession, count_frame_error, dongle_line
 from gateway.collectors.wmbus_telegrams import (
     DuplicateFilter,
@@ -146,8 +146,10 @@ class WMBusReceiver:
         self._stopping = False
 
     @classmethod
-    def from_config(cls, bus: WMBusDongle, meters: Sequence[WMBusMeter], sink: Sink, tz: ZoneInfo) -> WMBusReceiver:
-        """What ``gateway.app`` calls for every ``protocol = "wmbus"`` bus."""
+    def from_config(cls, bus: WMBusDongle, meters: Sequence[WMBusMeter], sink: Sink, tz: ZoneInfo, *,
+                    state: StateStore | None = None) -> WMBusReceiver:
+        """What ``gateway.app`` calls for every ``protocol = "wmbus"`` bus (it keeps no
+        durable state: ``state`` is not used)."""
         return cls(bus, meters, sink, tz)
 
     # -- the Collector protocol -------------------------------------------------------------
