@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway import __version__
-from gateway.collectors.base import Collector
+from gateway.collectors.base import Collector, StateStore
 from gateway.config import GatewayConfig
 from gateway.errors import StoreFullError
 from gateway.model import Event, Reading, Record, Severity, utc_now
@@ -30,9 +30,13 @@ from gateway.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
-#: Which class collects each bus protocol: ``module:Class`` with ``from_config(bus, meters, sink, tz)``.
+#: Which class collects each bus protocol: ``module:Class`` with
+#: ``from_config(bus, meters, sink, tz, *, state)``; ``state`` is the durable small state
+#: (:class:`~gateway.collectors.base.StateStore`, the store) for collectors that keep any.
 COLLECTORS = {
     "mbus": "gateway.collectors.mbus:MBusCollector",
+    "dlms": "gateway.collectors.dlms:DlmsCollector",
+    "wmbus": "gateway.collectors.wmbus:WMBusReceiver",
 }
 
 STATUS_FILE = "status.json"
@@ -85,12 +89,12 @@ def _collector_class(protocol: str) -> Any:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def build_collectors(config: GatewayConfig, sink: StoreSink) -> list[Collector]:
+def build_collectors(config: GatewayConfig, sink: StoreSink, state: StateStore | None = None) -> list[Collector]:
     tz = ZoneInfo(config.gateway.timezone)
     collectors = []
     for bus in config.buses:
         meters = [m for m in config.meters if m.bus == bus.name]
-        collectors.append(_collector_class(bus.protocol).from_config(bus, meters, sink, tz))
+        collectors.append(_collector_class(bus.protocol).from_config(bus, meters, sink, tz, state=state))
     return collectors
 
 
@@ -122,7 +126,7 @@ class Gateway:
             self.store = store
             key = SigningKey.load_or_create(config.signing_key_path)
             sink = StoreSink(store, self.listeners)
-            self.collectors = build_collectors(config, sink)
+            self.collectors = build_collectors(config, sink, state=store)
             self.uplinks = [self._mqtt_uplink(uplink, store, key) for uplink in config.uplinks.mqtt]
             self.uplinks += [self._dlms_server(server, store) for server in config.uplinks.dlms if server.enabled]
             await sink.commit([self._event("gateway.start", f"gateway {__version__} started",

@@ -11,6 +11,7 @@ credential as ``credential:NAME`` (resolved in ``$CREDENTIALS_DIRECTORY``).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -62,8 +63,7 @@ class GatewaySection(Model):
     id: str = Field(pattern=NAME_PATTERN, description="gateway identity, used in MQTT topics and signed payloads")
     state_dir: Path = Field(DEFAULT_STATE_DIR, description="store, keys, cursors and counters live here")
     timezone: str = Field("UTC", description="local time zone of the meters' clocks (M-Bus dates carry no zone)")
-    demo: bool = Field(False, description="a demonstration gateway: published test keys (the DLMS Green Book's) "
-                                          "are accepted; never set this in production")
+    demo: bool = Field(False, description="a demonstration gateway: published test keys (Green Book) are allowed")
 
     @field_validator("timezone")
     @classmethod
@@ -212,10 +212,8 @@ class DlmsUplink(Model):
     enabled: bool = True
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 for every interface)")
     port: int = Field(4059, ge=0, le=65535, description="TCP port (4059 is IANA's DLMS/COSEM port; 0: any free one)")
-    ek_file: str | None = Field(None, description="management client (SAP 1): global encryption key, 16 bytes or "
-                                                  "32 hex digits")
-    ak_file: str | None = Field(None, description="management client (SAP 1): authentication key, 16 bytes or "
-                                                  "32 hex digits")
+    ek_file: str | None = Field(None, description="management client (SAP 1): global encryption key, 32 hex digits")
+    ak_file: str | None = Field(None, description="management client (SAP 1): authentication key, 32 hex digits")
     system_title: str | None = Field(None, pattern=r"^[0-9A-Fa-f]{16}$",
                                      description="server system title, 16 hex digits (default: derived from the "
                                                  "gateway id)")
@@ -278,7 +276,93 @@ class MBusBus(SerialOrTcp):
         return value
 
 
-Bus = Annotated[Union[MBusBus], Field(discriminator="protocol")]
+class DlmsLine(SerialOrTcp):
+    """A line to DLMS/COSEM meters: RS-485 (HDLC, many meters by HDLC address) on a serial
+    port or a TCP serial server, or a TCP endpoint speaking the IEC 62056-47 wrapper.
+
+    The meters of one line are read one after another (one association at a time on the
+    line). A ``tcp`` line is one endpoint: a meter, or a TCP serial server with an RS-485
+    line behind it (``interface = "hdlc"``). Meters with their own IP addresses get one
+    line each, and lines are polled in parallel.
+    """
+
+    name: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["dlms"]
+    interface: Literal["hdlc", "wrapper"] = Field("hdlc", description="hdlc (IEC 62056-46) or wrapper (-47, TCP only)")
+    baud: int = Field(9600, description="HDLC baud rate (after the mode E switch when mode_e is set)")
+    mode_e: bool = Field(False, description="open with IEC 62056-21 mode E at 300 baud, then switch to HDLC")
+    response_timeout_ms: int = Field(3000, ge=50, le=60_000, description="longest wait for each reply frame")
+    session_timeout_s: float = Field(
+        120, gt=0, le=3600,
+        description="bound on one whole association (connect, reads, release): a meter that trickles bytes "
+                    "never holds the line longer; the link is closed after every association, so the "
+                    "meter's HDLC inactivity time-out never matters")
+    retries: int = Field(2, ge=0, le=10, description="HDLC: repeat SNRM / poll with RR when a reply is missing")
+
+    @field_validator("baud")
+    @classmethod
+    def _standard_baud(cls, value: int) -> int:
+        if value not in SERIAL_BAUD_RATES + (57600, 115200):
+            raise ValueError(f"must be one of {', '.join(map(str, SERIAL_BAUD_RATES + (57600, 115200)))}")
+        return value
+
+    @model_validator(mode="after")
+    def _wrapper_over_tcp(self) -> DlmsLine:
+        if self.interface == "wrapper" and self.tcp is None:
+            raise ValueError("the wrapper (IEC 62056-47) runs over TCP: give tcp = HOST:PORT, or interface = \"hdlc\"")
+        if self.mode_e and self.interface != "hdlc":
+            raise ValueError("mode_e opens an HDLC link: it needs interface = \"hdlc\"")
+        return self
+
+
+#: Each dongle's factory line speed: IMST iM871A 57600 Bd (WM-Bus HCI spec), Amber AMB8465
+#: 9600 Bd (its manual's UART default), CUL/nanoCUL with culfw 38400 Bd.
+WMBUS_DEFAULT_BAUD = {"imst": 57600, "amber": 9600, "cul": 38400}
+WMBUS_BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+
+
+class WMBusDongle(SerialOrTcp):
+    """A wireless M-Bus radio dongle (EN 13757-4), listened to all the time."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["wmbus"]
+    dongle: Literal["imst", "amber", "cul"] = Field(
+        description="imst: IMST iM871A/iM170A (WM-Bus HCI); amber: Amber/Würth Metis AMB8465 family; "
+                    "cul: CUL/nanoCUL with culfw")
+    mode: Literal["t1", "c1", "s1", "c1+t1"] = Field(
+        "t1", description="link mode the meters send in; c1+t1 hears both (imst and amber only)")
+    baud: int | None = Field(None, description="default: the dongle's own (imst 57600, amber 9600, cul 38400)")
+    silence_timeout_s: float = Field(600, gt=0, le=86400, description="a dongle silent this long is reopened")
+    duplicate_window_s: float = Field(
+        60, ge=0, le=3600, description="a telegram heard again within this time (same meter, access number and "
+                                       "payload) is a duplicate and is stored once")
+    store_unknown: bool = Field(False, description="store the readings of plaintext telegrams from meters "
+                                                   "not configured (default: only list them in the status)")
+
+    @field_validator("baud")
+    @classmethod
+    def _dongle_baud(cls, value: int | None) -> int | None:
+        if value is not None and value not in WMBUS_BAUD_RATES:
+            raise ValueError(f"must be one of {', '.join(map(str, WMBUS_BAUD_RATES))}")
+        return value
+
+    @model_validator(mode="after")
+    def _mode_the_dongle_has(self) -> WMBusDongle:
+        if self.dongle == "cul" and self.mode == "c1+t1":
+            raise ValueError("a cul stick (culfw) listens to one mode at a time: t1, c1 or s1")
+        return self
+
+    @property
+    def line_baud(self) -> int:
+        return self.baud or WMBUS_DEFAULT_BAUD[self.dongle]
+
+    @property
+    def link_modes(self) -> tuple[str, ...]:
+        """``("C1", "T1")`` for ``c1+t1``: the codec's link mode names."""
+        return tuple(mode.upper() for mode in self.mode.split("+"))
+
+
+Bus = Annotated[Union[MBusBus, DlmsLine, WMBusDongle], Field(discriminator="protocol")]
 
 
 class Schedule(Model):
@@ -319,11 +403,178 @@ class MBusMeter(Model):
         return self
 
 
-Meter = Annotated[Union[MBusMeter], Field(discriminator="protocol")]
+#: Published test keys (Green Book examples, gurux and dlms-cosem defaults): refused in a
+#: production configuration, allowed in a demo one.
+TEST_KEYS = {bytes(range(16)): "000102...0F", bytes(range(0xD0, 0xE0)): "D0D1...DF"}
+_OBJECT = re.compile(r"^\d{1,3}[.-]\d{1,3}[.:]\d{1,3}\.\d{1,3}\.\d{1,3}(?:[.*&]\d{1,3})?(?::\d{1,5}:-?\d{1,3})?$")
+_HEX_TITLE = re.compile(r"^[0-9A-Fa-f]{16}$")
+
+
+def _obis_text(value: str) -> str:
+    if not _OBJECT.fullmatch(value.strip()):
+        raise ValueError(f"{value!r} is not OBIS[:CLASS:ATTR] (e.g. 1.0.1.8.0.255 or 1-0:1.8.0*255:3:2)")
+    return value.strip()
+
+
+class DlmsProfile(Model):
+    """A Profile Generic (class 7) read incrementally by time range from its last stored row."""
+
+    obis: str
+    capture_period_s: int = Field(900, ge=1, description="the profile's capture period (for the first read's window)")
+    columns: list[int] | None = Field(None, description="1-based columns to read (the clock column is always read)")
+    backfill_s: int = Field(86_400, ge=0, description="how far back the first read of a new meter reaches")
+
+    @field_validator("obis")
+    @classmethod
+    def _obis(cls, value: str) -> str:
+        return _obis_text(value)
+
+
+class DlmsClockSync(Model):
+    """Compare the meter's clock with the gateway's on every read; set it when off."""
+
+    threshold_s: float = Field(10, gt=0, description="set the clock when it is off by more than this")
+    set: bool = Field(False, description="set the meter's clock (else only record the deviation)")
+    method: Literal["set", "adjust_to_quarter"] = Field(
+        "set", description="set: SET Clock.time to the gateway's time; adjust_to_quarter: ACTION method 2")
+
+
+class DlmsMeter(Model):
+    """A DLMS/COSEM meter (a logical device) on a DLMS line."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["dlms"]
+    bus: str
+    client_sap: int = Field(16, ge=1, le=0x7F, description="client address: 16 public, 1 management, 17.. others")
+    server_logical: int = Field(1, ge=0, le=0x3FFF, description="the meter's logical device (1 = management)")
+    server_physical: int | None = Field(None, ge=0, le=0x3FFF, description="HDLC physical address (RS-485 drop)")
+    serial_number: int | None = Field(None, ge=0, description="serial number: physical address = SN mod 10000 + 1000")
+    address_size: Literal[1, 2, 4] | None = Field(None, description="HDLC server address bytes (default: shortest)")
+    authentication: Literal["none", "low", "gmac"] = "none"
+    security: Literal["none", "authenticated", "encrypted", "authenticated+encrypted"] | None = Field(
+        None, description="APDU protection; default authenticated+encrypted with gmac, else none")
+    system_title: str | None = Field(None, description="the client's system title, 16 hex digits (default from the gateway id)")
+    password_file: str | None = Field(None, description="LLS password")
+    ek_file: str | None = Field(None, description="global unicast encryption key, 32 hex digits")
+    ak_file: str | None = Field(None, description="authentication key, 32 hex digits")
+    max_pdu_size: int = Field(0xFFFF, ge=64, le=0xFFFF, description="largest APDU the gateway accepts")
+    objects: list[str] = Field(default_factory=list, description="OBIS[:CLASS:ATTR]; default class 3 attribute 2")
+    profiles: list[DlmsProfile] = Field(default_factory=list)
+    event_logs: list[str] = Field(default_factory=list, description="OBIS codes of event logs (Profile Generic)")
+    clock_sync: DlmsClockSync | None = None
+    schedule: Schedule = Field(default_factory=Schedule)
+
+    @field_validator("objects", "event_logs")
+    @classmethod
+    def _object_list(cls, value: list[str]) -> list[str]:
+        return [_obis_text(item) for item in value]
+
+    @field_validator("system_title")
+    @classmethod
+    def _title(cls, value: str | None) -> str | None:
+        if value is not None and not _HEX_TITLE.fullmatch(value):
+            raise ValueError("must be 16 hex digits (8 bytes)")
+        return value
+
+    @property
+    def effective_security(self) -> str:
+        if self.security is not None:
+            return self.security
+        return "authenticated+encrypted" if self.authentication == "gmac" else "none"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DlmsMeter:
+        if self.server_physical is not None and self.serial_number is not None:
+            raise ValueError("give server_physical or serial_number, not both")
+        if self.authentication == "low" and self.password_file is None:
+            raise ValueError("authentication = \"low\" needs password_file")
+        if (self.authentication == "gmac" or self.effective_security != "none") and \
+                (self.ek_file is None or self.ak_file is None):
+            raise ValueError("HLS-GMAC and ciphering need ek_file and ak_file")
+        return self
+
+    def key_files(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in ("ek_file", "ak_file") if getattr(self, name) is not None}
+
+
+def derived_system_title(gateway_id: str) -> bytes:
+    """The DLMS client system title of a gateway: ``GWY`` and 5 bytes of the SHA-256 of its
+    id (Green Book 4.3.4: 3 bytes manufacturer id, 5 bytes serial number). Stable for the
+    gateway's life: its invocation counters are kept per title."""
+    return b"GWY" + hashlib.sha256(gateway_id.encode("utf-8")).digest()[:5]
+
+
+def read_key(reference: str) -> bytes:
+    """A 128-bit key from a secret file holding 32 hex digits."""
+    text = read_secret(reference)
+    try:
+        key = bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        key = b""
+    if len(key) != 16:
+        raise ConfigError([f"{resolve_secret_path(reference)}: a key file holds 32 hex digits (an AES-128 key)"])
+    return key
+
+
+def published_key_problem(key: bytes, allowed: bool) -> str | None:
+    """Why a key may not be used here: a published test key outside a demo gateway."""
+    name = TEST_KEYS.get(key)
+    if name is None or allowed:
+        return None
+    return (f"holds the published test key {name}; use the meter's own keys "
+            "(test keys are allowed only with gateway.demo = true or a gateway id starting with \"demo\")")
+
+
+class WMBusMeter(Model):
+    """A wireless M-Bus meter, recognised by its identification (and, where two meters share
+    one, by manufacturer, version and device type)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["wmbus"]
+    bus: str
+    id: str = Field(description="8-digit identification number, as printed on the meter")
+    manufacturer: str | None = Field(None, description="3-letter manufacturer code, e.g. KAM")
+    version: int | None = Field(None, ge=0, le=255)
+    device_type: int | None = Field(None, ge=0, le=255, description="device type (medium), e.g. 0x07 water")
+    key_file: str | None = Field(None, description="the meter's AES-128 key, 32 hex digits, in a file only the "
+                                                   "service can read; absent: the meter sends plaintext")
+    expected_interval_s: float = Field(gt=0, le=31 * 86400, description="how often the meter transmits")
+    not_heard_after: int = Field(3, ge=1, le=1000, description="comm.not_heard after this many intervals of silence")
+
+    @field_validator("id")
+    @classmethod
+    def _id_as_printed(cls, value: str) -> str:
+        """Hex digits in lower case, as the link layer prints a non-BCD identification."""
+        if not re.fullmatch(r"[0-9A-Fa-f]{8}", value):
+            raise ValueError("must be the meter's 8-digit identification number, e.g. \"12345678\"")
+        return value.lower()
+
+    @field_validator("manufacturer")
+    @classmethod
+    def _letters_upper(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z@]{3}", value):
+            raise ValueError("must be the 3-letter manufacturer code, e.g. \"KAM\"")
+        return None if value is None else value.upper()
+
+    def matches(self, identification: str, manufacturer: str, version: int, device_type: int) -> bool:
+        """Whether a telegram from this address is this meter's."""
+        return (identification == self.id and self.manufacturer in (None, manufacturer)
+                and self.version in (None, version) and self.device_type in (None, device_type))
+
+    def could_be(self, other: WMBusMeter) -> bool:
+        """Whether one telegram could match both meters (then they cannot be told apart)."""
+        return self.id == other.id and all(
+            mine is None or theirs is None or mine == theirs
+            for mine, theirs in ((self.manufacturer, other.manufacturer), (self.version, other.version),
+                                 (self.device_type, other.device_type)))
+
+
+Meter = Annotated[Union[MBusMeter, DlmsMeter, WMBusMeter], Field(discriminator="protocol")]
 
 
 class GatewayConfig(Model):
-    """The whole configuration."""
+    """The whole configuration. A DLMS meter without ``system_title`` gets the client
+    system title derived from the gateway id (:func:`derived_system_title`)."""
 
     gateway: GatewaySection
     signing: SigningSection = Field(default_factory=SigningSection)
@@ -331,6 +582,19 @@ class GatewayConfig(Model):
     uplinks: Uplinks = Field(default_factory=Uplinks)
     buses: list[Bus] = Field(default_factory=list)
     meters: list[Meter] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dlms_system_titles(cls, data: Any) -> Any:
+        gateway_id = data.get("gateway", {}).get("id") if isinstance(data, dict) and \
+            isinstance(data.get("gateway"), dict) else None
+        meters = data.get("meters") if isinstance(data, dict) else None
+        if not isinstance(gateway_id, str) or not isinstance(meters, list):
+            return data
+        title = derived_system_title(gateway_id).hex().upper()
+        filled = [{**m, "system_title": title} if isinstance(m, dict) and m.get("protocol") == "dlms"
+                  and "system_title" not in m else m for m in meters]
+        return {**data, "meters": filled}
 
     @property
     def state_dir(self) -> Path:
@@ -343,6 +607,11 @@ class GatewayConfig(Model):
     @property
     def signing_key_path(self) -> Path:
         return self.signing.key_file or self.state_dir / "keys" / "signing-key.pem"
+
+    @property
+    def allows_test_keys(self) -> bool:
+        """Published test keys are allowed only on a demonstration gateway."""
+        return self.gateway.demo or self.gateway.id.lower().startswith("demo")
 
 
 def cross_check(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]]:
@@ -366,26 +635,53 @@ def cross_check(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]
             problems.append((("meters", index, "bus"), f"no bus is named {meter.bus!r} (buses: {known})"))
         elif bus.protocol != meter.protocol:
             problems.append((("meters", index, "bus"), f"bus {bus.name!r} is {bus.protocol}, but this meter speaks {meter.protocol}"))
+        if isinstance(meter, DlmsMeter):
+            problems += _dlms_key_problems(index, meter, config.allows_test_keys)
+    problems += _wireless_problems(config)
     return problems
 
 
-#: The keys of the DLMS Green Book's examples (and of every simulator): published, so a
-#: gateway using them has no security at all. Only a demo gateway may (``gateway.demo``).
-GREEN_BOOK_KEYS = (bytes(range(16)), bytes(range(0xD0, 0xE0)))
+def _dlms_key_problems(index: int, meter: DlmsMeter, allowed: bool) -> list[tuple[tuple[str | int, ...], str]]:
+    """Test keys in a production configuration. A key file that cannot be read here (a
+    systemd credential outside the service) is checked again when the collector loads it."""
+    problems = []
+    for name, reference in meter.key_files().items():
+        try:
+            problem = published_key_problem(read_key(reference), allowed)
+        except ConfigError:
+            continue
+        if problem:
+            problems.append((("meters", index, name), f"{reference} {problem}"))
+    return problems
 
 
-def read_key(reference: str | Path) -> bytes:
-    """An AES-128 key file: 16 raw bytes, or 32 hex digits (whitespace ignored)."""
-    raw = read_secret(reference)
-    if len(raw) == 16:
-        return raw
+def _wireless_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """Wireless meters that one telegram could not tell apart, and key files that cannot
+    be used (missing, readable by others, not 32 hex digits)."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    wireless = [(index, meter) for index, meter in enumerate(config.meters) if isinstance(meter, WMBusMeter)]
+    for position, (index, meter) in enumerate(wireless):
+        for _, earlier in wireless[:position]:
+            if earlier.bus == meter.bus and meter.could_be(earlier):
+                problems.append((("meters", index, "id"), f"meter {earlier.name!r} on bus {meter.bus!r} has the same "
+                                 "identification; set manufacturer, version or device_type to tell them apart"))
+        if meter.key_file is not None and (problem := key_file_problem(meter.key_file)):
+            problems.append((("meters", index, "key_file"), problem))
+    return problems
+
+
+def key_file_problem(reference: str) -> str | None:
+    """Why a meter's AES key file cannot be used, or None. The key itself is never quoted.
+    A systemd credential outside systemd (no ``$CREDENTIALS_DIRECTORY``) is not checked."""
+    if reference.startswith("credential:") and not os.environ.get("CREDENTIALS_DIRECTORY"):
+        return None
     try:
-        key = bytes.fromhex(raw.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        key = b""
-    if len(key) != 16:
-        raise ConfigError([f"{resolve_secret_path(reference)}: not an AES-128 key (16 bytes, or 32 hex digits)"])
-    return key
+        text = read_secret(reference)
+    except ConfigError as exc:
+        return "; ".join(exc.problems)
+    if not re.fullmatch(rb"[0-9A-Fa-f]{32}", text.replace(b" ", b"")):
+        return f"{resolve_secret_path(reference)}: an AES-128 key file holds 32 hex digits, this one does not"
+    return None
 
 
 def _dlms_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]]:
@@ -405,17 +701,18 @@ def _dlms_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], s
                              "ciphered pushes need the management keys (ek_file, ak_file)"))
         if not server.enabled or server.ek_file is None or server.ak_file is None:
             continue
-        try:
-            keys = (read_key(server.ek_file), read_key(server.ak_file))
-        except ConfigError as exc:
-            problems += [(("uplinks", "dlms", index, "ek_file"), problem) for problem in exc.problems]
-            continue
-        if not config.gateway.demo and any(key in GREEN_BOOK_KEYS for key in keys):
-            problems.append((("uplinks", "dlms", index, "ek_file"),
-                             "the Green Book's published test keys (000102...0F / D0D1...DF) give no security; "
-                             "generate keys (e.g. head -c16 /dev/urandom | xxd -p) or set gateway.demo = true "
-                             "for a demonstration"))
+        for name, reference in (("ek_file", server.ek_file), ("ak_file", server.ak_file)):
+            if reference.startswith("credential:") and not os.environ.get("CREDENTIALS_DIRECTORY"):
+                continue  # checked when the server loads it, inside the service
+            try:
+                problem = published_key_problem(read_key(reference), config.allows_test_keys)
+                problem = problem and f"{reference} {problem}"
+            except ConfigError as exc:
+                problem = "; ".join(exc.problems)
+            if problem:
+                problems.append((("uplinks", "dlms", index, name), problem))
     return problems
+
 
 
 def load_config(path: str | Path) -> GatewayConfig:
@@ -429,11 +726,20 @@ def load_config(path: str | Path) -> GatewayConfig:
 
 
 def parse_config(text: str, path: str | Path = "<config>") -> GatewayConfig:
+    return validate_config(parse_toml(text, path), text, path)
+
+
+def parse_toml(text: str, path: str | Path = "<config>") -> dict[str, Any]:
+    """The TOML document as data; a syntax error names its line."""
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None) or _line_from_message(str(exc))
         raise ConfigError([f"{path}:{line}: TOML syntax: {exc.msg if hasattr(exc, 'msg') else exc}"]) from None
+
+
+def validate_config(data: dict[str, Any], text: str, path: str | Path = "<config>") -> GatewayConfig:
+    """Validate configuration data read from ``text`` (whose lines the errors name)."""
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
@@ -467,7 +773,7 @@ def _problem(path: str | Path, text: str, error: dict[str, Any]) -> str:
 
 
 # pydantic puts the discriminator value in the location of union members; it is no field.
-_UNION_TAGS = {"mbus"}
+_UNION_TAGS = {"mbus", "dlms", "wmbus"}
 
 
 def _dotted(loc: list[Any]) -> str:

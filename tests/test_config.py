@@ -133,6 +133,61 @@ BROKEN = [
 ]
 
 
+WIRELESS = VALID + """
+[[buses]]
+name = "radio"
+protocol = "wmbus"
+port = "/dev/ttyACM0"
+dongle = "imst"
+
+[[meters]]
+name = "water-1"
+protocol = "wmbus"
+bus = "radio"
+id = "12345678"
+expected_interval_s = 120
+"""
+
+WIRELESS_BROKEN = [
+    ("unknown dongle",
+     WIRELESS.replace('dongle = "imst"', 'dongle = "rtl-sdr"'),
+     "gw.toml:27: buses[1].dongle: Input should be 'imst', 'amber' or 'cul'"),
+    ("a cul asked for two modes",
+     WIRELESS.replace('dongle = "imst"', 'dongle = "cul"\nmode = "c1+t1"'),
+     "gw.toml:23: buses[1]: a cul stick (culfw) listens to one mode at a time: t1, c1 or s1"),
+    ("unknown link mode",
+     WIRELESS.replace('dongle = "imst"', 'dongle = "imst"\nmode = "t2"'),
+     "gw.toml:28: buses[1].mode: Input should be 't1', 'c1', 's1' or 'c1+t1'"),
+    ("a dongle at a speed no dongle uses",
+     WIRELESS.replace('dongle = "imst"', 'dongle = "imst"\nbaud = 4800'),
+     "gw.toml:28: buses[1].baud: must be one of 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600"),
+    ("a silence timeout of zero",
+     WIRELESS.replace('dongle = "imst"', 'dongle = "imst"\nsilence_timeout_s = 0'),
+     "gw.toml:28: buses[1].silence_timeout_s: Input should be greater than 0"),
+    ("a wireless meter on a wired M-Bus",
+     WIRELESS.replace('bus = "radio"', 'bus = "bus1"'),
+     "gw.toml:32: meters[1].bus: bus 'bus1' is mbus, but this meter speaks wmbus"),
+    ("a wired meter on a radio dongle",
+     WIRELESS.replace('bus = "bus1"', 'bus = "radio"'),
+     "gw.toml:20: meters[0].bus: bus 'radio' is wmbus, but this meter speaks mbus"),
+    ("an identification that is not 8 digits",
+     WIRELESS.replace('id = "12345678"', 'id = "1234567"'),
+     'gw.toml:33: meters[1].id: must be the meter\'s 8-digit identification number, e.g. "12345678"'),
+    ("a manufacturer that is not 3 letters",
+     WIRELESS.replace('id = "12345678"', 'id = "12345678"\nmanufacturer = "KAMS"'),
+     'gw.toml:34: meters[1].manufacturer: must be the 3-letter manufacturer code, e.g. "KAM"'),
+    ("a wireless meter without its transmission interval",
+     WIRELESS.replace("expected_interval_s = 120\n", ""),
+     "gw.toml:29: meters[1].expected_interval_s: required setting is missing"),
+    ("two meters a telegram cannot tell apart",
+     WIRELESS + '\n[[meters]]\nname = "water-2"\nprotocol = "wmbus"\nbus = "radio"\nid = "12345678"\n'
+                'manufacturer = "KAM"\nexpected_interval_s = 120\n',
+     "gw.toml:40: meters[2].id: meter 'water-1' on bus 'radio' has the same identification; set manufacturer, "
+     "version or device_type to tell them apart"),
+]
+BROKEN += WIRELESS_BROKEN
+
+
 @pytest.mark.parametrize("text, expected", [(t, e) for _, t, e in BROKEN], ids=[n for n, _, _ in BROKEN])
 def test_broken_configuration_gives_its_exact_one_line_error(text, expected):
     assert problems(text) == [expected]
@@ -203,3 +258,59 @@ def test_the_documented_example_configuration_is_valid():
     example = Path(__file__).parents[1] / "config" / "gateway.toml"
     config = load_config(example)
     assert config.gateway.id == "gw-example-0001" and config.meters
+
+
+# -- wireless M-Bus ---------------------------------------------------------------------------------
+
+def test_a_wireless_dongle_and_meter_load_with_their_defaults():
+    config = parse_config(WIRELESS, "gw.toml")
+    radio, meter = config.buses[1], config.meters[1]
+    assert (radio.dongle, radio.mode, radio.line_baud, radio.silence_timeout_s, radio.store_unknown) == \
+        ("imst", "t1", 57600, 600, False)
+    assert radio.link_modes == ("T1",)
+    assert (meter.id, meter.key_file, meter.not_heard_after, meter.expected_interval_s) == ("12345678", None, 3, 120)
+
+
+@pytest.mark.parametrize("dongle, baud", [("imst", 57600), ("amber", 9600), ("cul", 38400)])
+def test_each_dongle_defaults_to_its_own_line_speed(dongle, baud):
+    assert parse_config(WIRELESS.replace('dongle = "imst"', f'dongle = "{dongle}"')).buses[1].line_baud == baud
+
+
+
+
+def test_two_meters_with_one_identification_are_fine_when_their_manufacturers_differ():
+    text = WIRELESS.replace('id = "12345678"', 'id = "12345678"\nmanufacturer = "ELS"')
+    text += '\n[[meters]]\nname = "water-2"\nprotocol = "wmbus"\nbus = "radio"\nid = "12345678"\nmanufacturer = "KAM"\n'
+    text += "expected_interval_s = 120\n"
+    assert len(parse_config(text, "gw.toml").meters) == 3
+
+
+@pytest.mark.parametrize("content, mode, reason", [
+    ("000102030405060708090A0B0C0D0E0F\n", 0o644,
+     "{path}: secret file is readable by other users (mode 644); run: chmod 600 {path}"),
+    ("not a key", 0o600, "{path}: an AES-128 key file holds 32 hex digits, this one does not"),
+    (None, None, "{path}: cannot read secret file: No such file or directory"),
+], ids=["readable by others", "not hex", "missing"])
+def test_a_meter_key_file_that_cannot_be_used_is_named_with_the_reason(tmp_path, content, mode, reason):
+    path = tmp_path / "water-1.key"
+    if content is not None:
+        path.write_text(content)
+        path.chmod(mode)
+    text = WIRELESS.replace("expected_interval_s = 120", f'expected_interval_s = 120\nkey_file = "{path}"')
+    assert problems(text) == [f"gw.toml:35: meters[1].key_file: {reason.format(path=path)}"]
+
+
+def test_a_meter_key_file_only_the_service_can_read_is_accepted_and_never_quoted(tmp_path):
+    path = tmp_path / "water-1.key"
+    path.write_text("000102030405060708090a0b0c0d0e0f\n")
+    path.chmod(0o600)
+    text = WIRELESS.replace("expected_interval_s = 120", f'expected_interval_s = 120\nkey_file = "{path}"')
+    config = parse_config(text, "gw.toml")
+    assert config.meters[1].key_file == str(path) and "0001020304" not in repr(config)
+
+
+def test_check_config_counts_the_wireless_bus_and_meter(tmp_path, capsys):
+    path = tmp_path / "gw.toml"
+    path.write_text(WIRELESS)
+    assert main(["check-config", str(path)]) == 0
+    assert "2 buses, 2 meters" in capsys.readouterr().out

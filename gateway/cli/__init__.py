@@ -31,6 +31,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.readings",
     "gateway.cli.status",
     "gateway.cli.mbus_bus",
+    "gateway.cli.dlms_read",
+    "gateway.cli.wmbus_listen",
+    "gateway.cli.demo",
 )
 
 VERB_HELP = {

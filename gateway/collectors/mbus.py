@@ -7,7 +7,8 @@
 
 * ``device``: :func:`~gateway.model.mbus_device_id` of the header's manufacturer,
   identification, version and medium;
-* ``quantity``: :func:`quantity_name` (the naming rule, below);
+* ``quantity``: :func:`~gateway.collectors.mbus_readings.quantity_name` (the naming rule
+  shared with wireless M-Bus, :mod:`gateway.collectors.mbus_readings`);
 * ``value``: exact, as the codec decoded it (``Decimal``, text, bytes, a date; a date and
   time becomes aware in the gateway's time zone);
 * ``meter_time``: the telegram's current date and time record (storage 0), aware;
@@ -21,7 +22,6 @@ polling loop records the failure and raises ``comm.failed``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -31,53 +31,18 @@ from zoneinfo import ZoneInfo
 from gateway.codecs.mbus.application import CI_OFFSET, FixedDataResponse, FixedRecord
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.records import DataRecord
-from gateway.collectors.base import PolledBus, Sink
+from gateway.collectors.base import PolledBus, Sink, StateStore
 from gateway.collectors.mbus_master import MBusMaster, Readout, Telegram, parse_secondary
+from gateway.collectors.mbus_readings import RecordSource, meter_time, readings_from_sources, unique_names
+from gateway.collectors.mbus_readings import quantity_name  # noqa: F401 - the naming rule, as callers know it
 from gateway.config import MBusBus, MBusMeter
 from gateway.errors import TransportError
-from gateway.model import Reading, Record, Value, mbus_device_id, utc_now
+from gateway.model import Reading, Record, mbus_device_id, utc_now
 from gateway.transports import LineSettings, open_transport
 
-#: Short names of the DIF function field (EN 13757-3 table 5) and of the fixed data
-#: structure's counter kinds; the instantaneous (actual) value is the default and unnamed.
-FUNCTION_NAMES: dict[str, str | None] = {
-    "instantaneous value": None,
-    "actual value": None,
-    "maximum value": "maximum",
-    "minimum value": "minimum",
-    "value during error state": "error",
-    "stored value": "stored",
-}
 #: Identity of a fixed-data-structure meter (CI 0x73), whose reply names no manufacturer
 #: or version: manufacturer code 0 ("@@@"), version 0, medium 0x0F ("unknown medium").
 FIXED_STRUCTURE_IDENTITY = ("@@@", 0, 0x0F)
-
-
-def slug(text: str) -> str:
-    """``Flow temperature`` → ``flow_temperature``; ``at phase L1`` → ``at_phase_l1``."""
-    return re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_") or "value"
-
-
-def quantity_name(record: DataRecord | FixedRecord) -> str:
-    """The readable quantity of a record, unique within its device (the naming rule).
-
-    ``BASE[;MODIFIER...][;function=F][;storage=N][;tariff=N][;subunit=N]`` where BASE is
-    the codec's quantity in lower case with ``_`` between words (``energy``,
-    ``flow_temperature``, ``time_point_date_and_time``), each combinable VIFE modifier
-    follows the same way (``energy;at_phase_l1``), ``function`` is ``maximum``,
-    ``minimum``, ``error`` or ``stored`` (instantaneous values carry none), and storage
-    number, tariff and subunit appear when not 0. Examples: ``energy``,
-    ``energy;storage=1``, ``volume;tariff=2``, ``flow_temperature;function=maximum``.
-    Two records that still share a name get ``;index=2``, ``;index=3`` ... in the order
-    of the readout (see :func:`readings_from_readout`).
-    """
-    parts = [slug(record.quantity), *(slug(modifier) for modifier in record.modifiers)]
-    function = FUNCTION_NAMES.get(record.function, slug(record.function))
-    if function:
-        parts.append(f"function={function}")
-    parts += [f"{name}={number}" for name, number in
-              (("storage", record.storage), ("tariff", record.tariff), ("subunit", record.subunit)) if number]
-    return ";".join(parts)
 
 
 def device_of(telegram: Telegram) -> str:
@@ -92,34 +57,16 @@ def device_of(telegram: Telegram) -> str:
     return mbus_device_id(head.manufacturer, head.identification, head.version, head.medium)
 
 
-def aware(value: datetime, tz: ZoneInfo, summer_time: bool | None) -> datetime:
-    """A meter's local wall-clock time in the gateway's zone. In the repeated hour at the
-    end of summer time the SU bit (summer time) picks the first occurrence, its absence
-    the second."""
-    return value.replace(tzinfo=tz, fold=0 if summer_time in (None, True) else 1)
-
-
 def meter_time_of(telegrams: Sequence[Telegram], tz: ZoneInfo) -> datetime | None:
-    """The current date and time a meter stamped its telegram with (VIF 0x6D, storage 0,
-    instantaneous, tariff and subunit 0, valid), aware; None if it sent none."""
-    for telegram in telegrams:
-        for record in telegram.response.records:
-            if (isinstance(record, DataRecord) and isinstance(record.value, datetime) and record.storage == 0
-                    and record.tariff == 0 and record.subunit == 0 and not record.time_invalid
-                    and FUNCTION_NAMES.get(record.function, "") is None):
-                return aware(record.value, tz, record.summer_time)
-    return None
+    """The current date and time a meter stamped its telegrams with (see
+    :func:`gateway.collectors.mbus_readings.meter_time`)."""
+    return meter_time((record for telegram in telegrams for record in telegram.response.records), tz)
 
 
 def named_records(readout: Readout) -> Iterator[tuple[Telegram, DataRecord | FixedRecord, str]]:
     """Every record of the readout with its quantity name, duplicates numbered
     (``;index=2`` ...) in readout order so that names are unique within the device."""
-    seen: dict[str, int] = {}
-    for telegram in readout.telegrams:
-        for record in telegram.response.records:
-            name = quantity_name(record)
-            seen[name] = seen.get(name, 0) + 1
-            yield telegram, record, name if seen[name] == 1 else f"{name};index={seen[name]}"
+    return unique_names((telegram, record) for telegram in readout.telegrams for record in telegram.response.records)
 
 
 def status_text(telegram: Telegram) -> str:
@@ -132,18 +79,8 @@ def readings_from_readout(readout: Readout, tz: ZoneInfo, captured_at: datetime)
     """Every record of every telegram as a Reading (see the module docstring)."""
     if not readout.telegrams:
         return []
-    device = device_of(readout.telegrams[0])
-    meter_time = meter_time_of(readout.telegrams, tz)
-    return [Reading(device=device, quantity=name, value=_value(record, tz), unit=record.unit,
-                    captured_at=captured_at, meter_time=meter_time, status=status_text(telegram), raw=telegram.raw)
-            for telegram, record, name in named_records(readout)]
-
-
-def _value(record: DataRecord | FixedRecord, tz: ZoneInfo) -> Value:
-    value = record.value
-    if isinstance(value, datetime) and isinstance(record, DataRecord):
-        return aware(value, tz, record.summer_time)
-    return value
+    sources = [RecordSource(tuple(t.response.records), status_text(t), t.raw) for t in readout.telegrams]
+    return readings_from_sources(device_of(readout.telegrams[0]), sources, tz, captured_at)
 
 
 def bus_line(bus: MBusBus) -> LineSettings:
@@ -169,8 +106,10 @@ class MBusCollector(PolledBus[MBusMeter]):
                            for meter in meters}
 
     @classmethod
-    def from_config(cls, bus: MBusBus, meters: Sequence[MBusMeter], sink: Sink, tz: ZoneInfo) -> MBusCollector:
-        """What ``gateway.app`` calls for every ``protocol = "mbus"`` bus."""
+    def from_config(cls, bus: MBusBus, meters: Sequence[MBusMeter], sink: Sink, tz: ZoneInfo, *,
+                    state: StateStore | None = None) -> MBusCollector:
+        """What ``gateway.app`` calls for every ``protocol = "mbus"`` bus (M-Bus keeps no
+        durable state: ``state`` is not used)."""
         return cls(bus, meters, sink, tz)
 
     @asynccontextmanager

@@ -33,12 +33,9 @@ import argparse
 import asyncio
 import contextlib
 import math
-import os
 import re
-import signal
 import sys
 import time
-import tty
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -69,6 +66,7 @@ from gateway.codecs.mbus.link import (
     ShortFrame,
     decode_frame,
 )
+from gateway.simulators.pty import pty_end, serve_until_signalled
 from gateway.transports.base import MBUS_LINE, LineSettings
 
 # Master function codes as the slave classifies them (EN 13757-2 table 4), FCB/FCV masked.
@@ -386,63 +384,21 @@ class PtyServer:
 @contextlib.asynccontextmanager
 async def serve_pty(bus: SimulatedBus, pacing: Pacing | None = None) -> AsyncIterator[PtyServer]:
     """Serve ``bus`` on a new pseudo-terminal for the duration of the block."""
-    loop = asyncio.get_running_loop()
-    master_fd, slave_fd = os.openpty()
-    tty.setraw(slave_fd)  # no echo, no line discipline until the master configures it
-    os.set_blocking(master_fd, False)
-    writer = _PtyWriter(master_fd)
-    responder = _Responder(bus, pacing or Pacing(), writer.write)
+    responder: _Responder | None = None
 
-    def readable() -> None:
-        try:
-            data = os.read(master_fd, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return  # EIO while nobody has the other side open: nothing to read
-        if data:
+    def received(data: bytes) -> None:
+        if responder is not None:
             responder.received(data)
 
-    loop.add_reader(master_fd, readable)
-    task = asyncio.ensure_future(responder.run())
-    try:
-        yield PtyServer(os.ttyname(slave_fd), bus, writer.write)
-    finally:
-        loop.remove_reader(master_fd)
-        writer.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        os.close(master_fd)
-        os.close(slave_fd)  # kept open until now so the master side never reads EIO
-
-
-class _PtyWriter:
-    """Writes to the pty without blocking the event loop: what the pty's buffer (4 KiB)
-    cannot take now waits here and goes out when the fd is writable again."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._pending = bytearray()
-        self._loop = asyncio.get_running_loop()
-
-    def write(self, data: bytes) -> None:
-        self._pending += data
-        self._flush()
-
-    def _flush(self) -> None:
+    async with pty_end(received) as end:
+        responder = _Responder(bus, pacing or Pacing(), end.write)
+        task = asyncio.ensure_future(responder.run())
         try:
-            written = os.write(self._fd, self._pending) if self._pending else 0
-        except BlockingIOError:
-            written = 0
-        del self._pending[:written]
-        if self._pending:
-            self._loop.add_writer(self._fd, self._flush)
-        else:
-            self._loop.remove_writer(self._fd)
-
-    def close(self) -> None:
-        self._loop.remove_writer(self._fd)
+            yield PtyServer(end.path, bus, end.write)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 @dataclass
@@ -559,18 +515,10 @@ async def _serve(args: argparse.Namespace) -> None:
     bus = bus_from_args(args)
     reply_delay = None if args.reply_delay_ms is None else args.reply_delay_ms / 1000
     pacing = Pacing(LineSettings(args.baud), paced=not args.no_pace, reply_delay_s=reply_delay)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     if args.tcp is not None:
-        async with serve_tcp(bus, pacing, port=args.tcp) as server:
-            print(f"TCP {server.host}:{server.port}", flush=True)
-            await stop.wait()
+        await serve_until_signalled(serve_tcp(bus, pacing, port=args.tcp), lambda s: f"TCP {s.host}:{s.port}")
     else:
-        async with serve_pty(bus, pacing) as pty:
-            print(f"PTY {pty.path}", flush=True)
-            await stop.wait()
+        await serve_until_signalled(serve_pty(bus, pacing), lambda s: f"PTY {s.path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,12 +8,11 @@ reconnection attempts. After a warm-up, the CPU time the process used (utime + s
 at the end. Goal: under 60 MB and under 1 % of one core.
 
     python tests/bench/bench_idle.py [--window-s 60] [--warmup-s 15] [--gateway "gateway"]
-                                     [--stub-missing]
+                                     [--buffered N]
 
-Prints one JSON line. ``--stub-missing`` stands in minimal stand-ins for the store, signing
-key and M-Bus collector modules while they are not on this branch (the stand-in collector
-connects to its TCP serial server and fails like the real one; the stand-in store keeps
-nothing): a lower bound, named in the output's "stubbed" list, never the real figure.
+Prints one JSON line. ``--buffered 1000000`` first fills the store with a million readings
+and configures an MQTT uplink whose broker refuses connections, so they stay buffered while
+the memory is measured (the store keeps them on disk, not in memory).
 """
 
 from __future__ import annotations
@@ -41,8 +40,11 @@ def refused_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_config(directory: Path, meters: int, buses: int) -> Path:
-    lines = ["[gateway]", 'id = "gw-bench-idle"', f'state_dir = "{directory / "state"}"', 'timezone = "Europe/Berlin"', ""]
+def write_config(directory: Path, meters: int, buses: int, uplink: bool) -> Path:
+    lines = ["[gateway]", 'id = "gw-bench-idle"', f'state_dir = "{directory / "state"}"', 'timezone = "Europe/Berlin"', "",
+             "[store]", "max_bytes = 4294967296", ""]
+    if uplink:  # a broker that refuses connections: the buffered readings stay buffered
+        lines += ["[[uplinks.mqtt]]", f'url = "mqtt://127.0.0.1:{refused_port()}"', ""]
     for bus in range(buses):
         lines += ["[[buses]]", f'name = "bus{bus}"', 'protocol = "mbus"', f'tcp = "127.0.0.1:{refused_port()}"', ""]
     for index in range(meters):
@@ -53,88 +55,27 @@ def write_config(directory: Path, meters: int, buses: int) -> Path:
     return path
 
 
-# Stand-ins for modules other branches provide, found only when the real one is missing
-# (the finder is appended after the normal ones).
-STUBS = {
-    "gateway.signing": """
-class SigningKey:
-    @classmethod
-    def load_or_create(cls, path):
-        return cls()
-""",
-    "gateway.store": """
-class Store:
-    last_seq = 0
-    def __init__(self, path, config): pass
-    async def __aenter__(self): return self
-    async def __aexit__(self, *exc): return None
-    async def append(self, records):
-        first = self.last_seq + 1
-        self.last_seq += len(records)
-        return list(range(first, self.last_seq + 1))
-    async def stats(self):
-        import types
-        return types.SimpleNamespace(records=self.last_seq)
-    async def enforce_retention(self): pass
-    async def cursor(self, name): return self.last_seq
-""",
-    "gateway.collectors.mbus": """
-import asyncio, contextlib
-from gateway.collectors.base import PolledBus
-from gateway.errors import TransportError
+def prefill(store_path: Path, readings: int) -> None:
+    """Put ``readings`` readings in the store, as an outage of the uplink would leave them."""
+    import asyncio
+    from datetime import datetime, timezone
+    from decimal import Decimal
 
-class MBusCollector(PolledBus):
-    @classmethod
-    def from_config(cls, bus, meters, sink, tz):
-        collector = cls(bus.name, meters, sink, tz)
-        collector.tcp = bus.tcp
-        return collector
+    from gateway.config import StoreSection
+    from gateway.model import Reading
+    from gateway.store import Store
 
-    @contextlib.asynccontextmanager
-    async def connect(self):
-        host, _, port = self.tcp.rpartition(":")
-        try:
-            async with asyncio.timeout(10):
-                reader, writer = await asyncio.open_connection(host, int(port))
-        except OSError as exc:
-            raise TransportError(f"{self.tcp}: {exc}") from None
-        try:
-            yield reader, writer
-        finally:
-            writer.close()
+    async def fill() -> None:
+        store_path.parent.mkdir(parents=True, exist_ok=True)
+        async with Store(store_path, StoreSection(max_bytes=4 << 30, synchronous="normal")) as store:
+            now = datetime.now(timezone.utc)
+            for start in range(0, readings, 5000):
+                await store.append([
+                    Reading(device=f"GWY-{10_000_000 + n % 250:08d}-01-04", quantity="energy", value=Decimal(n),
+                            unit="Wh", captured_at=now)
+                    for n in range(start, min(readings, start + 5000))])
 
-    async def read_meter(self, meter):
-        raise TransportError("stand-in collector reads nothing")
-""",
-}
-
-SITECUSTOMIZE = """
-import importlib.abc, importlib.util, sys
-STUBS = %r
-
-class _Stubs(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path=None, target=None):
-        return importlib.util.spec_from_loader(name, self) if name in STUBS else None
-    def create_module(self, spec):
-        return None
-    def exec_module(self, module):
-        exec(STUBS[module.__name__], module.__dict__)
-
-sys.meta_path.append(_Stubs())
-"""
-
-
-def missing_modules(python: str) -> list[str]:
-    probe = "import importlib.util, sys; print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
-    out = subprocess.run([python, "-c", probe, *STUBS], capture_output=True, text=True, check=True).stdout
-    return out.split()
-
-
-def stub_environment(directory: Path, names: list[str]) -> dict[str, str]:
-    (directory / "stubs").mkdir()
-    (directory / "stubs" / "sitecustomize.py").write_text(SITECUSTOMIZE % {n: STUBS[n] for n in names})
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(directory / "stubs"),
-                                                                       os.environ.get("PYTHONPATH")]))}
+    asyncio.run(fill())
 
 
 def cpu_seconds(pid: int) -> float:
@@ -159,21 +100,22 @@ def main() -> int:
     parser.add_argument("--meters", type=int, default=METERS)
     parser.add_argument("--gateway", default=f"{shlex.quote(sys.executable)} -m gateway",
                         help="command that runs the gateway (default: this Python's gateway package)")
-    parser.add_argument("--stub-missing", action="store_true",
-                        help="stand in for the store, signing and M-Bus collector modules if they are missing")
+    parser.add_argument("--buffered", type=int, default=0, metavar="N",
+                        help="readings waiting in the store for an MQTT broker that refuses connections")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-idle-") as tmp:
         directory = Path(tmp)
-        config = write_config(directory, args.meters, BUSES)
+        config = write_config(directory, args.meters, BUSES, uplink=args.buffered > 0)
+        if args.buffered:
+            prefill(directory / "state" / "store.sqlite", args.buffered)
         log_path = directory / "gateway.log"
         command = [*shlex.split(args.gateway), "run", "--config", str(config)]
-        stubbed = missing_modules(command[0]) if args.stub_missing else []
-        environment = stub_environment(directory, stubbed) if stubbed else None
         result: dict[str, object] = {"bench": "idle", "meters": args.meters, "buses": BUSES,
-                                     "warmup_s": args.warmup_s, "window_s": args.window_s, "stubbed": stubbed}
+                                     "buffered_readings": args.buffered, "warmup_s": args.warmup_s,
+                                     "window_s": args.window_s}
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=log, env=environment)
+            process = subprocess.Popen(command, stdout=log, stderr=log)
             try:
                 time.sleep(args.warmup_s)
                 if process.poll() is None:

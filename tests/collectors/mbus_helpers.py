@@ -65,6 +65,13 @@ def simulator_process(kind: str, slaves: dict[int, list[Path]], *, mute=(), bad_
         command = [sys.executable, "-m", "gateway.simulators.mbus", f"--baud={baud}", *specs]
         command += [f"--mute={a}" for a in mute] + [f"--bad-checksum={a}" for a in bad_checksum]
         command += [f"--model={m}" for m in models]
+    with announced_pty(command) as pty:
+        yield pty
+
+
+@contextlib.contextmanager
+def announced_pty(command: list[str]) -> Iterator[str]:
+    """Run a simulator process that prints ``PTY /dev/pts/N`` first; yields the path."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         line = process.stdout.readline().split()

@@ -21,6 +21,6 @@ pushed as ciphered DataNotifications from the server's own store cursor.
 ==============  ===========================================================================
 """
 
-from gateway.uplinks.dlms_server.server import DlmsServer
+from gateway.uplinks.dlms_server.server import DEMO_KEYS, DlmsServer
 
-__all__ = ["DlmsServer"]
+__all__ = ["DEMO_KEYS", "DlmsServer"]

@@ -2,14 +2,14 @@
 
 Outgoing (the server's own, one per system title): strictly increasing for ever, never
 reused, not even after a crash: counters are handed out from a block reserved durably in the
-store beforehand (``dlms.ic.out.<title>`` holds the highest counter reserved; a restart
+store beforehand (``dlms-server.ic.out.<title>`` holds the highest counter reserved; a restart
 continues above it, so an unused rest of a block is skipped, never reused). The codec asks
 for counters synchronously, so the server calls :meth:`StoreInvocationCounters.prepare`
 before each APDU it processes: it reserves the next block when fewer than
 :data:`LOW_WATER` counters are left.
 
 Incoming (one per client system title): the highest counter accepted, in memory at once and
-written to ``dlms.ic.in.<title>`` within :data:`FLUSH_S` (and durably before the server
+written to ``dlms-server.ic.in.<title>`` within :data:`FLUSH_S` (and durably before the server
 executes a SET or an ACTION, which change state). A replay after a crash inside that window
 could only repeat a GET, whose answer is ciphered for the real client; and a whole replayed
 association fails HLS, whose challenge is new each time.
@@ -26,8 +26,8 @@ from gateway.store import Store
 
 log = logging.getLogger(__name__)
 
-OUT_PREFIX = "dlms.ic.out."
-IN_PREFIX = "dlms.ic.in."
+OUT_PREFIX = "dlms-server.ic.out."
+IN_PREFIX = "dlms-server.ic.in."
 #: Counters reserved per durable write.
 BLOCK = 10_000
 #: Fewer counters than this left: reserve the next block before processing an APDU (one

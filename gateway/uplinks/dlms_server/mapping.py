@@ -74,10 +74,11 @@ def digest_name(device: str) -> str:
 
 
 def system_title_of(gateway_id: str) -> bytes:
-    """The default server system title: ``GWY`` and 5 bytes of the gateway id's SHA-256
-    (Green Book 4.3.4: three manufacturer letters and a serial; set ``system_title`` in
-    production)."""
-    return b"GWY" + hashlib.sha256(gateway_id.encode("utf-8")).digest()[:5]
+    """The default server system title: ``GWY`` and 5 bytes of the SHA-256 of the gateway id
+    and ``/dlms-server`` (Green Book 4.3.4: three manufacturer letters and a serial; set
+    ``system_title`` in production). It differs from the title the gateway uses as a client
+    of its meters, so the two never share an IV even under the same key."""
+    return b"GWY" + hashlib.sha256(f"{gateway_id}/dlms-server".encode()).digest()[:5]
 
 
 def abstract_obis(index: int) -> Obis:

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATE_PREFIX = "dlms.push."
+STATE_PREFIX = "dlms-server.push."
 #: Room for the wrapper header, the notification's header and the ciphering envelope.
 ENVELOPE = 64
 ACK_POLL_S = 0.005

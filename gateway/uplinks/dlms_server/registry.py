@@ -9,7 +9,7 @@ order they first appear in the store; beyond 126 (more than 111 meters) numberin
 128 up to 0x3FFE, the range two-byte HDLC addressing opens for logical devices (the wrapper's
 wPort has room for it; an HES limited to the Green Book's wrapper table sees the first 111).
 
-State key ``dlms.ld.<device id>`` holds ``{"sap", "name", "quantities": [[quantity, OBIS,
+State key ``dlms-server.ld.<device id>`` holds ``{"sap", "name", "quantities": [[quantity, OBIS,
 unit, scaler, numeric], ...]}``; the quantities' order is the column order of the meter's
 profile.
 """
@@ -38,7 +38,7 @@ MANAGEMENT_SAP = 0x0001
 FIRST_METER_SAP = 0x0010
 ALL_STATION = 0x007F
 LAST_SAP = 0x3FFE
-STATE_PREFIX = "dlms.ld."
+STATE_PREFIX = "dlms-server.ld."
 
 #: OBIS codes every logical device uses for its own objects: never given to a quantity.
 RESERVED_OBIS = frozenset({

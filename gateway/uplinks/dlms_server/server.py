@@ -5,8 +5,7 @@
 document. The integrator builds it in :mod:`gateway.app`; a demo builds it with the Green
 Book keys directly::
 
-    DlmsServer(DlmsUplink(port=4059), gateway_id="demo-gw", store=store,
-               keys=SecurityKeys(*GREEN_BOOK_KEYS))
+    DlmsServer(DlmsUplink(port=4059), gateway_id="demo-gw", store=store, keys=DEMO_KEYS)
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from gateway.codecs.dlms.axdr import Data, array
 from gateway.codecs.dlms.security import SecurityKeys
 from gateway.codecs.dlms.server import SERVER_CONFORMANCE, ServerSettings
 from gateway.codecs.dlms.xdlms import conformance
-from gateway.config import DlmsUplink, read_key
+from gateway.config import TEST_KEYS, DlmsUplink, read_key
 from gateway.errors import ConfigError
 from gateway.model import utc_now
 from gateway.store import Store
@@ -38,6 +37,9 @@ from gateway.uplinks.dlms_server.session import Session
 
 log = logging.getLogger(__name__)
 
+#: The Green Book's published keys (encryption 000102...0F, authentication D0D1...DF), for
+#: demonstrations and simulators only: check-config refuses them outside a demo gateway.
+DEMO_KEYS = SecurityKeys(*TEST_KEYS)
 #: Bound of the shutdown: connections closing, the last counter flush.
 SHUTDOWN_S = 5.0
 #: The longest SET value or ACTION parameters an association may send in blocks.

@@ -25,12 +25,12 @@ from gateway.codecs.dlms.obis import Obis
 from gateway.codecs.dlms.security import MemoryInvocationCounters, SecurityKeys
 from gateway.codecs.dlms.services import AttributeDescriptor
 from gateway.codecs.dlms.wrapper import WrapperConnection
-from gateway.config import GREEN_BOOK_KEYS, DlmsUplink
+from gateway.config import DlmsUplink
 from gateway.model import Event, Reading, Severity
 from gateway.store import Store
-from gateway.uplinks.dlms_server import DlmsServer
+from gateway.uplinks.dlms_server import DEMO_KEYS, DlmsServer
 
-KEYS = SecurityKeys(*GREEN_BOOK_KEYS)
+KEYS = DEMO_KEYS
 CLIENT_TITLE = bytes.fromhex("4D4D4D0000000001")
 GATEWAY = "demo-gw-1"
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)

@@ -1,0 +1,398 @@
+"""The wireless M-Bus receiver: one radio dongle from the configuration, listened to all the time.
+
+``WMBusReceiver(bus, meters, sink, tz)`` opens the dongle's serial port (or TCP serial
+server), sets it to receive in the configured mode (:mod:`gateway.collectors.wmbus_dongle`)
+and then listens. Each telegram heard:
+
+* is checked at the link layer (a failed CRC or checksum is counted, nothing more);
+* is a *duplicate* when the same meter, access number and payload was heard within
+  ``duplicate_window_s`` (meters repeat, repeaters relay): counted, not stored again — and
+  a telegram another dongle of this gateway already stored is not stored twice either;
+* is decrypted and decoded with the key of the configured meter it comes from (keys are
+  read once, at the first start, and never logged) and its records become Readings by the
+  rule of wired M-Bus (:mod:`gateway.collectors.mbus_readings`): device from the meter's
+  address, status = the TPL status byte in hex, raw = the telegram as the dongle gave it,
+  meter_time from the storage-0 date and time record;
+* is *refused* for security — wrong key or failed MAC, plaintext from a meter with a key,
+  an encrypted telegram from a configured meter without one, an unsupported security
+  mode: counted per meter and raised as ``security.refused``, at the first refusal and
+  then at most once per meter per hour with the count since the last event;
+* comes from a meter that is not configured: listed in ``status()["unknown_meters"]`` for
+  registration, stored only with ``store_unknown = true`` (and only when plaintext).
+
+Watchdogs: a dongle silent for ``silence_timeout_s`` is closed, reopened and initialised
+again (``dongle.reset``); a meter not heard for ``not_heard_after`` × ``expected_interval_s``
+raises ``comm.not_heard`` (with when it was last heard), and ``comm.recovered`` when it is
+heard again. A wireless meter cannot be asked: ``read_now`` returns the readings of the
+last telegram heard from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway.codecs.mbus.dongles import ReceivedTelegram
+from gateway.codecs.mbus.errors import MBusFrameError
+from gateway.codecs.mbus.wireless import WMBusDecoder
+from gateway.codecs.mbus.wmbus_security import AesKey
+from gateway.collectors.base import MeterHealth, Sink, StateStore
+from gateway.collectors.wmbus_dongle import DongleSession, count_frame_error, dongle_line
+from gateway.collectors.wmbus_telegrams import (
+    DuplicateFilter,
+    Heard,
+    Sightings,
+    duplicate_key,
+    interpret,
+    link_frame,
+    meter_address,
+    readings_of,
+)
+from gateway.config import WMBusDongle, WMBusMeter, read_secret, resolve_secret_path
+from gateway.errors import ConfigError, GatewayError
+from gateway.model import Event, Reading, Record, Severity, utc_now
+from gateway.transports import open_transport
+
+log = logging.getLogger(__name__)
+
+#: At most one ``security.refused`` event per meter in this time (after the first).
+SECURITY_EVENT_INTERVAL_S = 3600.0
+#: How often the watchdogs look at the clock while the dongle is quiet.
+TICK_S = 1.0
+#: Short reason codes of the security refusals, for event details.
+REFUSAL_REASONS = {
+    "MBusAuthenticationError": "authentication_failed",
+    "MBusPlaintextError": "plaintext",
+    "MBusNoKeyError": "no_key",
+    "MBusUnsupportedSecurityError": "unsupported_security",
+}
+COUNTERS = ("frames", "decoded", "readings", "duplicates", "unknown", "undecodable", "security_refusals",
+            "dongle_resets")
+
+# Telegrams stored by any receiver in this event loop: two dongles hearing one telegram
+# store it once.
+_STORED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DuplicateFilter] = weakref.WeakKeyDictionary()
+
+
+class NotHeardYet(GatewayError):
+    """A wireless meter was asked for its values before any telegram of it was heard."""
+
+
+@dataclass
+class WirelessMeter:
+    """A configured wireless meter and what the receiver knows of it."""
+
+    config: WMBusMeter
+    health: MeterHealth
+    key: AesKey | None = field(default=None, repr=False)
+    telegrams: int = 0
+    last_heard: datetime | None = None
+    last_heard_at: float | None = None  # event-loop time
+    readings: list[Reading] = field(default_factory=list)
+    not_heard: bool = False
+    refusals: int = 0
+    unreported_refusals: int = 0
+    refusal_event_at: float | None = None
+    last_refusal: Heard | None = None
+
+    @property
+    def silence_limit_s(self) -> float:
+        return self.config.not_heard_after * self.config.expected_interval_s
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.health.as_dict(), "id": self.config.id, "encrypted": self.key is not None,
+                "telegrams": self.telegrams, "last_heard": self.last_heard.isoformat() if self.last_heard else None,
+                "not_heard": self.not_heard, "security_refusals": self.refusals}
+
+
+class WMBusReceiver:
+    """One wireless M-Bus dongle, built from its configuration (see the module docstring).
+
+    ``status()`` holds the counters (frames, decoded, readings, duplicates, unknown,
+    undecodable, security_refusals, dongle_resets, bytes, garbage_bytes, crc_errors,
+    frame_errors), the dongle (type, mode, open, what it said about itself), each
+    configured meter's health and the meters heard that are not configured.
+    """
+
+    def __init__(self, bus: WMBusDongle, meters: Sequence[WMBusMeter], sink: Sink, tz: ZoneInfo, *,
+                 clock: Callable[[], datetime] = utc_now, security_event_interval_s: float = SECURITY_EVENT_INTERVAL_S,
+                 tick_s: float = TICK_S) -> None:
+        self.name = bus.name
+        self.bus = bus
+        self.line = dongle_line(bus.line_baud)
+        self._sink = sink
+        self._tz = tz
+        self._clock = clock
+        self.security_event_interval_s = security_event_interval_s
+        self.tick_s = tick_s
+        self._meters = {meter.name: WirelessMeter(meter, MeterHealth(meter.name)) for meter in meters}
+        self._by_id: dict[str, list[WirelessMeter]] = {}
+        for meter in self._meters.values():
+            self._by_id.setdefault(meter.config.id, []).append(meter)
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.unknown = Sightings()
+        self.dongle_info: dict[str, str] = {}
+        self._decoder = WMBusDecoder()
+        self._recent = DuplicateFilter()
+        self._keys_loaded = False
+        self._started_at: float | None = None
+        self._open = False
+        self._stopping = False
+
+    @classmethod
+    def from_config(cls, bus: WMBusDongle, meters: Sequence[WMBusMeter], sink: Sink, tz: ZoneInfo, *,
+                    state: StateStore | None = None) -> WMBusReceiver:
+        """What ``gateway.app`` calls for every ``protocol = "wmbus"`` bus (it keeps no
+        durable state: ``state`` is not used)."""
+        return cls(bus, meters, sink, tz)
+
+    # -- the Collector protocol -------------------------------------------------------------
+
+    def meters(self) -> list[str]:
+        return list(self._meters)
+
+    def stop(self) -> None:
+        """Return from ``run`` after the telegram in hand (within one tick)."""
+        self._stopping = True
+
+    async def read_now(self, meter: str) -> list[Reading]:
+        """The readings of the last telegram heard from ``meter`` (it cannot be asked)."""
+        if meter not in self._meters:
+            raise KeyError(meter)
+        readings = self._meters[meter].readings
+        if not readings:
+            raise NotHeardYet(f"meter {meter} is wireless and cannot be asked; no telegram of it has been decoded "
+                              "since the gateway started")
+        return list(readings)
+
+    def status(self) -> dict[str, Any]:
+        where = {"port": self.bus.port} if self.bus.port else {"tcp": self.bus.tcp}
+        return {
+            "dongle": {"type": self.bus.dongle, "mode": self.bus.mode, **where, "open": self._open,
+                       **self.dongle_info},
+            "counters": dict(self.counters),
+            "meters": {name: meter.as_dict() for name, meter in self._meters.items()},
+            "unknown_meters": self.unknown.as_list(),
+        }
+
+    async def run(self) -> None:
+        """Open, initialise and listen to the dongle until stopped; a silent dongle is
+        reopened here, a port that cannot be opened or a dongle that does not answer its
+        initialisation raises :class:`~gateway.errors.TransportError` (the supervisor
+        restarts the bus)."""
+        self._load_keys()
+        loop = asyncio.get_running_loop()
+        if self._started_at is None:
+            self._started_at = loop.time()
+        while not self._stopping:
+            async with open_transport(self.line, port=self.bus.port, tcp=self.bus.tcp) as transport:
+                session = DongleSession(transport, self.bus.dongle, self.bus.link_modes, self.counters)
+                await session.initialise()
+                self.dongle_info = dict(session.info)
+                self._open = True
+                try:
+                    silent_s = await self._listen(session)
+                finally:
+                    self._open = False
+            if silent_s is not None:
+                self.counters["dongle_resets"] += 1
+                log.warning("bus %s: dongle silent for %.0f s; reopening it", self.name, silent_s)
+                await self._sink.commit([self._event(
+                    "dongle.reset", Severity.WARNING, f"dongle on {transport.description} was silent for "
+                    f"{silent_s:.0f} s; it is reopened and initialised again", None,
+                    {"silent_s": round(silent_s), "resets": self.counters["dongle_resets"]})])
+
+    # -- listening ----------------------------------------------------------------------------
+
+    def _load_keys(self) -> None:
+        """Read every meter's key once; an unusable key file stops this bus with ConfigError."""
+        if self._keys_loaded:
+            return
+        for meter in self._meters.values():
+            if meter.config.key_file is None:
+                continue
+            try:
+                meter.key = AesKey.from_hex(read_secret(meter.config.key_file).decode("ascii", "replace"))
+            except ValueError as exc:
+                path = resolve_secret_path(meter.config.key_file)
+                raise ConfigError([f"{path}: key of meter {meter.config.name}: {exc}"]) from None
+        self._keys_loaded = True
+
+    async def _listen(self, session: DongleSession) -> float | None:
+        """Handle telegrams until stopped (None) or until the dongle has been silent for
+        ``silence_timeout_s`` (returns how long)."""
+        loop = asyncio.get_running_loop()
+        silence_s = self.bus.silence_timeout_s
+        last_data = next_watch = loop.time()
+        while not self._stopping:
+            received_before = self.counters["bytes"]
+            wait_s = max(0.0, min(self.tick_s, last_data + silence_s - loop.time()))
+            telegrams = await session.receive(wait_s)
+            if telegrams or self.counters["bytes"] != received_before:
+                last_data = loop.time()
+            for telegram in telegrams:
+                await self._handle(telegram)
+            if loop.time() >= next_watch:
+                next_watch = loop.time() + self.tick_s
+                await self._watch_meters()
+            silent_s = loop.time() - last_data
+            if silent_s >= silence_s:
+                return silent_s
+        return None
+
+    async def _handle(self, received: ReceivedTelegram) -> None:
+        now = asyncio.get_running_loop().time()
+        at = self._clock()
+        self.counters["frames"] += 1
+        try:
+            frame = link_frame(received)
+        except MBusFrameError as exc:
+            count_frame_error(self.counters, exc)
+            log.debug("bus %s: telegram refused at the link layer: %s", self.name, exc)
+            return
+        address = meter_address(frame)
+        meter = self._match(address.identification, address.manufacturer, address.version, address.device_type)
+        events = self._heard_again(meter, now, at) if meter is not None else []
+        key = duplicate_key(frame)
+        if self._recent.seen(key, now, self.bus.duplicate_window_s):
+            self.counters["duplicates"] += 1
+            await self._commit([], events, key, now)
+            return
+        heard = interpret(received, frame, self._decoder, meter.key if meter is not None else None)
+        if meter is None:
+            readings = self._unknown(heard, at)
+        else:
+            readings = self._known(meter, heard, now, at, events)
+        await self._commit(readings, events, key, now)
+
+    def _match(self, identification: str, manufacturer: str, version: int, device_type: int) -> WirelessMeter | None:
+        for meter in self._by_id.get(identification, ()):
+            if meter.config.matches(identification, manufacturer, version, device_type):
+                return meter
+        return None
+
+    def _unknown(self, heard: Heard, at: datetime) -> list[Reading]:
+        self.counters["unknown"] += 1
+        sighting = self.unknown.note(heard, at)
+        if sighting.telegrams == 1:
+            log.info("bus %s: heard meter %s, which is not configured (%s)", self.name, heard.address.device,
+                     "encrypted" if heard.encrypted else "plaintext" if heard.encrypted is False else "unreadable")
+        if heard.decoded is None:
+            return []
+        self.counters["decoded"] += 1
+        return readings_of(heard, self._tz, at) if self.bus.store_unknown else []
+
+    def _known(self, meter: WirelessMeter, heard: Heard, now: float, at: datetime, events: list[Record]) -> list[Reading]:
+        meter.telegrams += 1
+        health = meter.health
+        health.device = heard.address.device
+        if heard.refused is not None:
+            events.extend(self._refused(meter, heard, now, at))
+            return []
+        if heard.error is not None:
+            self.counters["undecodable"] += 1
+            health.last_error = heard.problem
+            log.info("bus %s: meter %s sent a telegram that cannot be decoded: %s", self.name, meter.config.name,
+                     heard.problem)
+            return []
+        self.counters["decoded"] += 1
+        health.reads += 1
+        health.consecutive_failures = 0
+        health.last_success = at
+        health.last_error = None
+        readings = readings_of(heard, self._tz, at)
+        if readings:
+            meter.readings = readings
+        return readings
+
+    def _refused(self, meter: WirelessMeter, heard: Heard, now: float, at: datetime) -> list[Record]:
+        self.counters["security_refusals"] += 1
+        meter.refusals += 1
+        meter.unreported_refusals += 1
+        meter.last_refusal = heard
+        health = meter.health
+        health.failures += 1
+        health.consecutive_failures += 1
+        health.last_failure = at
+        health.last_error = heard.problem
+        if meter.refusal_event_at is None or now - meter.refusal_event_at >= self.security_event_interval_s:
+            return [self._refusal_event(meter, now)]
+        log.debug("bus %s: telegram of meter %s refused: %s", self.name, meter.config.name, heard.problem)
+        return []
+
+    def _refusal_event(self, meter: WirelessMeter, now: float) -> Event:
+        heard = meter.last_refusal
+        assert heard is not None and heard.refused is not None
+        count, meter.unreported_refusals, meter.refusal_event_at = meter.unreported_refusals, 0, now
+        reason = REFUSAL_REASONS.get(type(heard.refused).__name__, "refused")
+        plural = "telegram" if count == 1 else "telegrams"
+        log.warning("bus %s: meter %s: %d %s refused: %s", self.name, meter.config.name, count, plural, heard.problem)
+        return self._event("security.refused", Severity.WARNING,
+                           f"meter {meter.config.name}: {count} {plural} refused: {heard.problem}", meter.health.device,
+                           {"meter": meter.config.name, "reason": reason, "count": count, "total": meter.refusals})
+
+    def _heard_again(self, meter: WirelessMeter, now: float, at: datetime) -> list[Record]:
+        """Note that ``meter`` was heard; ``comm.recovered`` if it had been missed."""
+        events: list[Record] = []
+        if meter.not_heard:
+            meter.not_heard = False
+            since = meter.last_heard_at if meter.last_heard_at is not None else self._started_at or now
+            events.append(self._event("comm.recovered", Severity.INFO, f"meter {meter.config.name} is heard again",
+                                      meter.health.device, {"meter": meter.config.name, "silent_s": round(now - since)}))
+        meter.last_heard, meter.last_heard_at = at, now
+        return events
+
+    async def _watch_meters(self) -> None:
+        """``comm.not_heard`` for meters silent too long; the hourly summary of refusals."""
+        now = asyncio.get_running_loop().time()
+        at = self._clock()
+        events: list[Record] = []
+        for meter in self._meters.values():
+            since = meter.last_heard_at if meter.last_heard_at is not None else self._started_at or now
+            if not meter.not_heard and now - since >= meter.silence_limit_s:
+                meter.not_heard = True
+                health = meter.health
+                health.consecutive_failures += 1
+                health.last_failure = at
+                health.last_error = f"not heard for {now - since:.0f} s"
+                last = meter.last_heard.isoformat() if meter.last_heard else "never"
+                log.warning("bus %s: meter %s not heard for %.0f s (last heard: %s)", self.name, meter.config.name,
+                            now - since, last)
+                events.append(self._event("comm.not_heard", Severity.WARNING,
+                                          f"meter {meter.config.name} not heard for {now - since:.0f} s "
+                                          f"(last heard: {last})", health.device,
+                                          {"meter": meter.config.name, "last_heard": last,
+                                           "silent_s": round(now - since)}))
+            if (meter.unreported_refusals and meter.refusal_event_at is not None
+                    and now - meter.refusal_event_at >= self.security_event_interval_s):
+                events.append(self._refusal_event(meter, now))
+        if events:
+            await self._sink.commit(events)
+
+    async def _commit(self, readings: list[Reading], events: list[Record], key: Any, now: float) -> None:
+        """Commit the telegram's readings and events; readings another receiver of this
+        gateway already stored for the same telegram are dropped as duplicates."""
+        stored = _STORED.setdefault(asyncio.get_running_loop(), DuplicateFilter())
+        if readings and stored.seen(key, now, self.bus.duplicate_window_s):
+            self.counters["duplicates"] += 1
+            readings = []
+        if not readings and not events:
+            return
+        try:
+            await self._sink.commit([*readings, *events])
+        except BaseException:
+            if readings:
+                stored.forget(key)  # not stored after all: another dongle's copy may be
+            raise
+        self.counters["readings"] += len(readings)
+
+    def _event(self, code: str, severity: Severity, message: str, device: str | None,
+               details: dict[str, str | int]) -> Event:
+        return Event(code=code, severity=severity, message=message, occurred_at=self._clock(), device=device,
+                     source=self.name, details=details)
