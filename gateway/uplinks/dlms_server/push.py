@@ -60,6 +60,7 @@ from gateway.codecs.dlms.security import cipher_apdu
 from gateway.codecs.dlms.services import DataAccessResult, DataNotification
 from gateway.codecs.dlms.wrapper import WrapperMessage
 from gateway.config import DlmsPush, is_loopback
+from gateway.errors import GatewayError
 from gateway.model import Event, Reading, StoredRecord
 from gateway.uplinks.dlms_server import mapping
 from gateway.uplinks.dlms_server.objects import PUSH_SETUP, SUCCESS, TYPE_UNMATCHED
@@ -75,6 +76,8 @@ STATE_PREFIX = "dlms-server.push."
 #: Room for the wrapper header, the notification's header and the ciphering envelope.
 ENVELOPE = 64
 ACK_POLL_S = 0.005
+#: A record larger than this goes without its value (a wrapper message holds 65535 bytes).
+MAX_ROW = 60_000
 _NULL = Data(DataType.NULL_DATA)
 
 
@@ -197,7 +200,7 @@ class Pusher:
             try:
                 await self.push()
                 return
-            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            except (OSError, TimeoutError, GatewayError) as exc:  # the network, the HES, the store
                 self.status.failures += 1
                 self.status.last_error = f"{type(exc).__name__}: {exc}"
                 log.log(logging.DEBUG if attempt else logging.WARNING, "DLMS push %s to %s failed: %s",
@@ -214,7 +217,7 @@ class Pusher:
         host, _, port = self.settings.destination.rpartition(":")
         timeout = self.config.connect_timeout_s
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+            _, writer = await asyncio.open_connection(host.strip("[]"), int(port))  # the HES says nothing
         pushed = 0
         self.status.connected = True
         try:
@@ -254,6 +257,11 @@ class Pusher:
         for stored in batch:
             row = self._record(stored)
             length = len(row.to_bytes())
+            if length > MAX_ROW:  # a huge value (a text or frame of a meter): the row without it
+                items = list(row.value)
+                items[4] = _NULL
+                row = structure(*items)
+                length = len(row.to_bytes())
             if groups[-1] and size + length > room:
                 groups.append([])
                 size = 0

@@ -180,3 +180,15 @@ def test_a_plaintext_push_is_refused_to_anything_but_loopback() -> None:
         DlmsPush(destination="192.0.2.1:4059", security="none")
     assert DlmsPush(destination="127.0.0.1:4059", security="none").port == 4059
     assert Decimal(1)  # (the numbers above are exact by construction)
+
+
+async def test_a_value_too_large_for_a_notification_goes_without_it(store) -> None:
+    from gateway.model import Reading
+    from tests.uplinks.dlms_server.conftest import HEAT, T0
+
+    await store.append([Reading(HEAT, "dump", bytes(70_000), None, T0), *heat_readings(1)])
+    async with listening() as hes:
+        push = DlmsPush(destination=f"127.0.0.1:{hes.port}", interval_s=0)
+        async with serving(store, push=push.model_dump()):
+            await eventually(lambda: hes.seqs() == [1, 2, 3, 4, 5])
+    assert hes.records()[0][4] is None and hes.records()[1][4] == 123456
