@@ -116,6 +116,11 @@ class Gurux:
     def rows(self, requests) -> list:
         return self._blocks(requests[0]).value
 
+    def objects(self) -> list[tuple[int, str]]:
+        """The association's object list, as gurux parses it."""
+        parsed = self.client.parseObjects(self._blocks(self.client.getObjectsRequest()).data, True)
+        return [(int(item.objectType), item.logicalName) for item in parsed]
+
 
 def gurux_session(port: int, expected_rows: list[list], latest: dict[str, Reading]) -> dict:
     seen: dict = {}
@@ -132,6 +137,7 @@ def gurux_session(port: int, expected_rows: list[list], latest: dict[str, Readin
     meter = Gurux(port, 1, HEAT_SAP, counter=1000, pdu=256)  # small PDU: profiles come in many blocks
     try:
         meter.associate()
+        seen["objects"] = meter.objects()
         for obis, quantity in (("6.0.1.0.0.255", "energy"), ("0.0.128.0.0.255", "volume")):
             register = GXDLMSRegister(obis)
             meter.read(register, 3)
@@ -147,6 +153,7 @@ def gurux_session(port: int, expected_rows: list[list], latest: dict[str, Readin
     public = Gurux(port, 16, 1)
     try:
         public.associate()
+        seen["public_objects"] = public.objects()
         sap = GXDLMSSapAssignment("0.0.41.0.0.255")
         public.read(sap, 2)
         seen["public_saps"] = list(sap.sapAssignmentList)
@@ -178,6 +185,9 @@ async def test_gurux_client_associates_with_hls_gmac_and_reads_what_the_store_ho
     assert [row[1:] for row in as_rows] == [row[1:] for row in rows[99:102]]
     assert [row[1:] for row in seen["range"]] == [row[1:] for row in rows[10:150]]
     assert seen["public_clock"] == 3  # read-write-denied
+    assert {(3, "6.0.1.0.0.255"), (3, "0.0.128.0.0.255"), (1, "0.0.128.0.2.255"), (7, "0.0.99.1.0.255"),
+            (8, "0.0.1.0.0.255"), (64, "0.0.43.0.2.255")} <= set(seen["objects"])
+    assert seen["public_objects"] == [(15, "0.0.40.0.0.255"), (1, "0.0.42.0.0.255"), (17, "0.0.41.0.0.255")]
 
 
 # --- dlms-cosem ------------------------------------------------------------------------------
