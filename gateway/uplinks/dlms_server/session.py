@@ -70,6 +70,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
+#: Answers a slow reader may leave unsent before the session waits for it.
+WRITE_BUFFER = 2 * READ_SIZE
 MAX_ASSOCIATIONS = 16
 #: The most a profile read inside a GET-with-list may encode (it is not streamed there).
 LIST_BUFFER_LIMIT = 65536
@@ -341,8 +343,9 @@ class Session:
                 answers = [answer for message in self._messages() if (answer := await self._answer(message))]
                 if answers:
                     self.writer.write(b"".join(answers))
-                    async with asyncio.timeout(idle):
-                        await self.writer.drain()
+                    if self.writer.transport.get_write_buffer_size() > WRITE_BUFFER:
+                        async with asyncio.timeout(idle):  # a client that does not read
+                            await self.writer.drain()
         except (ConnectionError, TimeoutError) as exc:
             log.debug("DLMS server: %s: %s", self.peer, exc)
         finally:
