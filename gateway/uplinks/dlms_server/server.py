@@ -166,11 +166,11 @@ class DlmsServer:
                                "(ek_file, ak_file)"])
         if push is not None:
             self.pusher = Pusher(push, self)
-        event_log = EventLog(self.store)
         self._services = Services(
             system_title=self.system_title, management_name=self.management_name, clock=self.clock,
-            conformance={Role.PUBLIC: PUBLIC_CONFORMANCE, Role.MANAGEMENT: SERVER_CONFORMANCE}, max_pdu_size=size, meters=self.registry.meters, push=self.pusher,
-            event_log=event_log, buffer_of=lambda meter: MeterProfile(meter, self.store))
+            conformance={Role.PUBLIC: PUBLIC_CONFORMANCE, Role.MANAGEMENT: SERVER_CONFORMANCE}, max_pdu_size=size,
+            meters=self.registry.meters, push=self.pusher, event_log=EventLog(self.store),
+            buffer_of=lambda meter: MeterProfile(meter, self.store))
         self._management = management_device(self._services, self.store, self._pending)
         self._devices.clear()
 
