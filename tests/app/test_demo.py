@@ -55,10 +55,11 @@ def test_a_demo_meter_counter_never_goes_backwards_across_runs(tmp_path, capsys,
     assert len(values) >= 2 and values == sorted(values)
 
 
-def test_the_demo_key_file_is_readable_only_by_its_owner(tmp_path):
+def test_the_demo_key_files_are_readable_only_by_their_owner(tmp_path):
     state = tmp_path / "state"
     assert run_demo("--duration", "3", "--state-dir", str(state)).returncode == 0
-    assert (state / "keys" / "demo-wmbus.key").stat().st_mode & 0o077 == 0
+    for name in ("demo-key", "demo-ek", "demo-ak"):
+        assert (state / "keys" / f"{name}.key").stat().st_mode & 0o077 == 0
 
 
 @pytest.mark.integration
