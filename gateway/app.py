@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 from gateway import __version__
 from gateway.clock import ClockWatch
-from gateway.collectors.base import Collector
+from gateway.collectors.base import Collector, StateStore
 from gateway.collectors.health import Thresholds
 from gateway.config import Bus, GatewayConfig
 from gateway.errors import ConfigError, GatewayError, StoreFullError
@@ -43,9 +43,12 @@ from gateway.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
-#: Which class collects each bus protocol: ``module:Class`` with ``from_config(bus, meters, sink, tz)``.
+#: Which class collects each bus protocol: ``module:Class`` with
+#: ``from_config(bus, meters, sink, tz, *, state)``; ``state`` is the durable small state
+#: (:class:`~gateway.collectors.base.StateStore`, the store) for collectors that keep any.
 COLLECTORS = {
     "mbus": "gateway.collectors.mbus:MBusCollector",
+    "dlms": "gateway.collectors.dlms:DlmsCollector",
     "wmbus": "gateway.collectors.wmbus:WMBusReceiver",
 }
 
@@ -107,16 +110,17 @@ def bus_thresholds(config: GatewayConfig, bus: Bus) -> Thresholds:
     return Thresholds(failing_after, unreachable_after)
 
 
-def build_collector(config: GatewayConfig, bus: Bus, sink: StoreSink) -> Collector:
+def build_collector(config: GatewayConfig, bus: Bus, sink: StoreSink, state: StateStore | None = None) -> Collector:
     meters = [m for m in config.meters if m.bus == bus.name]
-    collector = _collector_class(bus.protocol).from_config(bus, meters, sink, ZoneInfo(config.gateway.timezone))
+    collector = _collector_class(bus.protocol).from_config(bus, meters, sink, ZoneInfo(config.gateway.timezone),
+                                                          state=state)
     if hasattr(collector, "use_thresholds"):
         collector.use_thresholds(bus_thresholds(config, bus))
     return collector
 
 
-def build_collectors(config: GatewayConfig, sink: StoreSink) -> list[Collector]:
-    return [build_collector(config, bus, sink) for bus in config.buses]
+def build_collectors(config: GatewayConfig, sink: StoreSink, state: StateStore | None = None) -> list[Collector]:
+    return [build_collector(config, bus, sink, state) for bus in config.buses]
 
 
 def collector_fingerprint(config: GatewayConfig, bus: Bus) -> str:
@@ -125,6 +129,11 @@ def collector_fingerprint(config: GatewayConfig, bus: Bus) -> str:
     thresholds = bus_thresholds(config, bus)
     return _canonical([bus.model_dump(mode="json"), meters, config.gateway.timezone, thresholds.failing_after,
                        thresholds.unreachable_after])
+
+
+def uplink_configs(config: GatewayConfig) -> list[Any]:
+    """The uplinks to run: MQTT publishers and enabled DLMS/COSEM servers."""
+    return [*config.uplinks.mqtt, *(server for server in config.uplinks.dlms if server.enabled)]
 
 
 def uplink_fingerprint(config: GatewayConfig, uplink: Any) -> str:
@@ -192,11 +201,11 @@ class Gateway:
         try:
             self.key = await self._load_key(config)
             self.sink = sink = StoreSink(store, self.listeners)
-            self.collectors = build_collectors(config, sink)
-            self.uplinks = [self._mqtt_uplink(uplink, store, self.key) for uplink in config.uplinks.mqtt]
+            self.collectors = build_collectors(config, sink, state=store)
+            self.uplinks = [self._uplink(uplink, store, self.key) for uplink in uplink_configs(config)]
             self._fingerprints = {
                 **{f"bus {bus.name}": collector_fingerprint(config, bus) for bus in config.buses},
-                **{f"uplink {u.name}": uplink_fingerprint(config, u) for u in config.uplinks.mqtt}}
+                **{f"uplink {u.name}": uplink_fingerprint(config, u) for u in uplink_configs(config)}}
             await sink.commit(await self._start_events(store))
             try:
                 await self._supervise_all(store, stop)
@@ -358,12 +367,13 @@ class Gateway:
 
     async def _drain(self, store: Any, bound_s: float) -> None:
         """Give the uplinks a bounded time to send what is stored."""
-        if not self.uplinks:
+        senders = [u for u in self.uplinks if getattr(u, "has_cursor", True)]  # a DLMS server may only serve
+        if not senders:
             return
         try:
             async with asyncio.timeout(bound_s):
                 while True:
-                    cursors = [await store.cursor(u.name) for u in self.uplinks]
+                    cursors = [await store.cursor(u.name) for u in senders]
                     if min(cursors) >= store.last_seq:
                         return
                     await asyncio.sleep(0.05)
@@ -444,6 +454,13 @@ class Gateway:
 
     # -- uplinks ------------------------------------------------------------------------------
 
+    def _uplink(self, uplink_config: Any, store: Any, key: Any) -> Any:
+        from gateway.config import MqttUplink
+
+        if isinstance(uplink_config, MqttUplink):
+            return self._mqtt_uplink(uplink_config, store, key)
+        return self._dlms_server(uplink_config, store)
+
     def _mqtt_uplink(self, uplink_config: Any, store: Any, key: Any) -> Any:
         from gateway.uplinks.mqtt import MqttPublisher
 
@@ -457,6 +474,11 @@ class Gateway:
             on_connection=self._uplink_connection(uplink_config.name, f"{uplink_config.host}:{uplink_config.port}"),
             commands={"config": self._remote_config_command(uplink_config)},
         )
+
+    def _dlms_server(self, server_config: Any, store: Any) -> Any:
+        from gateway.uplinks.dlms_server import DlmsServer
+
+        return DlmsServer(server_config, gateway_id=self.config.gateway.id, store=store)
 
     def _remote_config_command(self, uplink_config: Any) -> Callable[[dict[str, Any]], Awaitable[Any]]:
         from gateway.uplinks.commands import CommandError
@@ -578,17 +600,17 @@ class Gateway:
                 new_store = await _open_store(new)
             key = self.key if new.signing_key_path == old.signing_key_path else await self._load_key(new)
             wanted = {**{f"bus {b.name}": collector_fingerprint(new, b) for b in new.buses},
-                      **{f"uplink {u.name}": uplink_fingerprint(new, u) for u in new.uplinks.mqtt}}
+                      **{f"uplink {u.name}": uplink_fingerprint(new, u) for u in uplink_configs(new)}}
             changed = {name for name, print_ in wanted.items() if self._fingerprints.get(name) != print_}
             sink_store = new_store or self.store
             built_buses = {f"bus {b.name}": b for b in new.buses if f"bus {b.name}" in changed}
             self.config = new  # the uplinks' status and topics follow the new configuration
-            new_collectors = [build_collector(new, bus, self.sink) for bus in built_buses.values()]
+            new_collectors = [build_collector(new, bus, self.sink, sink_store) for bus in built_buses.values()]
             new_uplinks = []
-            for uplink in new.uplinks.mqtt:
+            for uplink in uplink_configs(new):
                 if f"uplink {uplink.name}" in changed:
                     await asyncio.to_thread(_check_uplink, uplink)
-                    new_uplinks.append(self._mqtt_uplink(uplink, sink_store, key))
+                    new_uplinks.append(self._uplink(uplink, sink_store, key))
         except (GatewayError, OSError, ValueError) as exc:
             self.config = old
             if new_store is not None:
@@ -647,7 +669,8 @@ class Gateway:
             old, new = await asyncio.to_thread(rotate, self.config.signing_key_path, self.config.state_dir)
             self.key = new
             for uplink in self.uplinks:
-                uplink.signer = new
+                if hasattr(uplink, "signer"):
+                    uplink.signer = new
             old_kid = old.kid if old is not None else ""
             self.emit(make_event("key.rotated", f"signing key {old_kid} replaced by {new.kid}", source="gateway",
                                  details={"old_kid": old_kid, "new_kid": new.kid}))
@@ -704,10 +727,12 @@ async def _close_store(store: Any) -> None:
 def _check_uplink(uplink: Any) -> None:
     """Read what an uplink needs from files now (CA, client certificate, password), so a
     configuration naming a missing one is refused before anything is switched."""
+    from gateway.config import MqttUplink
     from gateway.uplinks.mqtt_tls import credentials, tls_context
 
-    tls_context(uplink)
-    credentials(uplink)
+    if isinstance(uplink, MqttUplink):
+        tls_context(uplink)
+        credentials(uplink)
 
 
 async def _finish_bounded(tasks: Sequence[asyncio.Task[Any]], bound_s: float) -> None:

@@ -11,6 +11,7 @@ credential as ``credential:NAME`` (resolved in ``$CREDENTIALS_DIRECTORY``).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -76,6 +77,7 @@ class GatewaySection(Model):
         if self.failing_after > self.unreachable_after:
             raise ValueError("failing_after must not exceed unreachable_after")
         return self
+    demo: bool = Field(False, description="a demonstration gateway: published test keys (Green Book) are allowed")
 
     @field_validator("timezone")
     @classmethod
@@ -172,16 +174,87 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_host_port(value: str | None, problem: str) -> str | None:
-    if value is not None:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(problem)
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT")
     return value
+
+
+class DlmsPush(Model):
+    """DataNotifications of new readings and events to the HES (IEC 62056-47 wrapper on TCP)."""
+
+    destination: str = Field(description="HOST:PORT of the HES push listener")
+    interval_s: int = Field(900, ge=0, le=31 * 86400, description="push what is new every interval (0: only on event "
+                                                                  "and on the HES's request)")
+    on_event: bool = Field(True, description="push at once when an event (alarm, tamper, ...) is stored")
+    security: Literal["authenticated-encrypted", "none"] = Field(
+        "authenticated-encrypted", description="general-glo-ciphering with the management keys, or plaintext "
+                                               "(loopback destinations only)")
+    client_sap: int = Field(1, ge=0, le=0xFFFF, description="the destination wPort (the HES's client SAP)")
+    retries: int = Field(3, ge=0, le=255, description="attempts after a failed push before waiting for the next one")
+    retry_delay_s: int = Field(30, ge=0, le=65535, description="pause between those attempts")
+    batch_size: int = Field(100, ge=1, le=1000, description="records per DataNotification (fewer when they would "
+                                                           "exceed max_apdu_bytes)")
+    max_apdu_bytes: int = Field(8192, ge=256, le=65000, description="largest DataNotification sent")
+    connect_timeout_s: float = Field(10, gt=0, le=300)
+
+    @field_validator("destination")
+    @classmethod
+    def _destination(cls, value: str) -> str:
+        return _host_port(value)
+
+    @property
+    def host(self) -> str:
+        return self.destination.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.destination.rpartition(":")[2])
+
+    @model_validator(mode="after")
+    def _ciphered_unless_loopback(self) -> DlmsPush:
+        if self.security == "none" and not is_loopback(self.host):
+            raise ValueError(f"plaintext pushes to {self.host} would send meter data unencrypted; "
+                             "use security = \"authenticated-encrypted\"")
+        return self
+
+
+class DlmsUplink(Model):
+    """The DLMS/COSEM server for the HES (IEC 62056-47 wrapper on TCP): a management logical
+    device (server SAP 1) and one logical device per collected meter (SAP 16 upwards)."""
+
+    name: str = Field("dlms", pattern=NAME_PATTERN, description="names the push cursor and the status entry")
+    enabled: bool = True
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 for every interface)")
+    port: int = Field(4059, ge=0, le=65535, description="TCP port (4059 is IANA's DLMS/COSEM port; 0: any free one)")
+    ek_file: str | None = Field(None, description="management client (SAP 1): global encryption key, 32 hex digits")
+    ak_file: str | None = Field(None, description="management client (SAP 1): authentication key, 32 hex digits")
+    system_title: str | None = Field(None, pattern=r"^[0-9A-Fa-f]{16}$",
+                                     description="server system title, 16 hex digits (default: derived from the "
+                                                 "gateway id)")
+    public_client: bool = Field(True, description="let the public client (SAP 16, no security) read the logical "
+                                                  "device names and the SAP list")
+    idle_timeout_s: float = Field(120, gt=0, le=86400, description="close a connection silent for this long")
+    max_connections: int = Field(32, ge=1, le=1024)
+    max_pdu_size: int = Field(4096, ge=64, le=0xFFFF, description="largest APDU accepted from the HES")
+    push: DlmsPush | None = None
+
+    @model_validator(mode="after")
+    def _keys_together(self) -> DlmsUplink:
+        if (self.ek_file is None) != (self.ak_file is None):
+            raise ValueError("ek_file and ak_file go together (the management client's keys)")
+        return self
 
 
 class Uplinks(Model):
     mqtt: list[MqttUplink] = Field(default_factory=list)
+    dlms: list[DlmsUplink] = Field(default_factory=list, description="[uplinks.dlms] or [[uplinks.dlms]]")
+
+    @field_validator("dlms", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
 
 
 class SerialOrTcp(Model):
@@ -193,7 +266,7 @@ class SerialOrTcp(Model):
     @field_validator("tcp")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
-        return check_host_port(value, "must be HOST:PORT")
+        return None if value is None else _host_port(value)
 
     @model_validator(mode="after")
     def _one_way_in(self):
@@ -224,6 +297,45 @@ class MBusBus(SerialOrTcp, BusHealth):
         if value not in SERIAL_BAUD_RATES:
             raise ValueError(f"must be one of {', '.join(map(str, SERIAL_BAUD_RATES))}")
         return value
+
+
+class DlmsLine(SerialOrTcp, BusHealth):
+    """A line to DLMS/COSEM meters: RS-485 (HDLC, many meters by HDLC address) on a serial
+    port or a TCP serial server, or a TCP endpoint speaking the IEC 62056-47 wrapper.
+
+    The meters of one line are read one after another (one association at a time on the
+    line). A ``tcp`` line is one endpoint: a meter, or a TCP serial server with an RS-485
+    line behind it (``interface = "hdlc"``). Meters with their own IP addresses get one
+    line each, and lines are polled in parallel.
+    """
+
+    name: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["dlms"]
+    interface: Literal["hdlc", "wrapper"] = Field("hdlc", description="hdlc (IEC 62056-46) or wrapper (-47, TCP only)")
+    baud: int = Field(9600, description="HDLC baud rate (after the mode E switch when mode_e is set)")
+    mode_e: bool = Field(False, description="open with IEC 62056-21 mode E at 300 baud, then switch to HDLC")
+    response_timeout_ms: int = Field(3000, ge=50, le=60_000, description="longest wait for each reply frame")
+    session_timeout_s: float = Field(
+        120, gt=0, le=3600,
+        description="bound on one whole association (connect, reads, release): a meter that trickles bytes "
+                    "never holds the line longer; the link is closed after every association, so the "
+                    "meter's HDLC inactivity time-out never matters")
+    retries: int = Field(2, ge=0, le=10, description="HDLC: repeat SNRM / poll with RR when a reply is missing")
+
+    @field_validator("baud")
+    @classmethod
+    def _standard_baud(cls, value: int) -> int:
+        if value not in SERIAL_BAUD_RATES + (57600, 115200):
+            raise ValueError(f"must be one of {', '.join(map(str, SERIAL_BAUD_RATES + (57600, 115200)))}")
+        return value
+
+    @model_validator(mode="after")
+    def _wrapper_over_tcp(self) -> DlmsLine:
+        if self.interface == "wrapper" and self.tcp is None:
+            raise ValueError("the wrapper (IEC 62056-47) runs over TCP: give tcp = HOST:PORT, or interface = \"hdlc\"")
+        if self.mode_e and self.interface != "hdlc":
+            raise ValueError("mode_e opens an HDLC link: it needs interface = \"hdlc\"")
+        return self
 
 
 #: Each dongle's factory line speed: IMST iM871A 57600 Bd (WM-Bus HCI spec), Amber AMB8465
@@ -273,7 +385,7 @@ class WMBusDongle(SerialOrTcp, BusHealth):
         return tuple(mode.upper() for mode in self.mode.split("+"))
 
 
-Bus = Annotated[Union[MBusBus, WMBusDongle], Field(discriminator="protocol")]
+Bus = Annotated[Union[MBusBus, DlmsLine, WMBusDongle], Field(discriminator="protocol")]
 
 
 class Schedule(Model):
@@ -312,6 +424,128 @@ class MBusMeter(Model):
         if (self.address is None) == (self.secondary is None):
             raise ValueError("give exactly one of address (primary) or secondary")
         return self
+
+
+#: Published test keys (Green Book examples, gurux and dlms-cosem defaults): refused in a
+#: production configuration, allowed in a demo one.
+TEST_KEYS = {bytes(range(16)): "000102...0F", bytes(range(0xD0, 0xE0)): "D0D1...DF"}
+_OBJECT = re.compile(r"^\d{1,3}[.-]\d{1,3}[.:]\d{1,3}\.\d{1,3}\.\d{1,3}(?:[.*&]\d{1,3})?(?::\d{1,5}:-?\d{1,3})?$")
+_HEX_TITLE = re.compile(r"^[0-9A-Fa-f]{16}$")
+
+
+def _obis_text(value: str) -> str:
+    if not _OBJECT.fullmatch(value.strip()):
+        raise ValueError(f"{value!r} is not OBIS[:CLASS:ATTR] (e.g. 1.0.1.8.0.255 or 1-0:1.8.0*255:3:2)")
+    return value.strip()
+
+
+class DlmsProfile(Model):
+    """A Profile Generic (class 7) read incrementally by time range from its last stored row."""
+
+    obis: str
+    capture_period_s: int = Field(900, ge=1, description="the profile's capture period (for the first read's window)")
+    columns: list[int] | None = Field(None, description="1-based columns to read (the clock column is always read)")
+    backfill_s: int = Field(86_400, ge=0, description="how far back the first read of a new meter reaches")
+
+    @field_validator("obis")
+    @classmethod
+    def _obis(cls, value: str) -> str:
+        return _obis_text(value)
+
+
+class DlmsClockSync(Model):
+    """Compare the meter's clock with the gateway's on every read; set it when off."""
+
+    threshold_s: float = Field(10, gt=0, description="set the clock when it is off by more than this")
+    set: bool = Field(False, description="set the meter's clock (else only record the deviation)")
+    method: Literal["set", "adjust_to_quarter"] = Field(
+        "set", description="set: SET Clock.time to the gateway's time; adjust_to_quarter: ACTION method 2")
+
+
+class DlmsMeter(Model):
+    """A DLMS/COSEM meter (a logical device) on a DLMS line."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["dlms"]
+    bus: str
+    client_sap: int = Field(16, ge=1, le=0x7F, description="client address: 16 public, 1 management, 17.. others")
+    server_logical: int = Field(1, ge=0, le=0x3FFF, description="the meter's logical device (1 = management)")
+    server_physical: int | None = Field(None, ge=0, le=0x3FFF, description="HDLC physical address (RS-485 drop)")
+    serial_number: int | None = Field(None, ge=0, description="serial number: physical address = SN mod 10000 + 1000")
+    address_size: Literal[1, 2, 4] | None = Field(None, description="HDLC server address bytes (default: shortest)")
+    authentication: Literal["none", "low", "gmac"] = "none"
+    security: Literal["none", "authenticated", "encrypted", "authenticated+encrypted"] | None = Field(
+        None, description="APDU protection; default authenticated+encrypted with gmac, else none")
+    system_title: str | None = Field(None, description="the client's system title, 16 hex digits (default from the gateway id)")
+    password_file: str | None = Field(None, description="LLS password")
+    ek_file: str | None = Field(None, description="global unicast encryption key, 32 hex digits")
+    ak_file: str | None = Field(None, description="authentication key, 32 hex digits")
+    max_pdu_size: int = Field(0xFFFF, ge=64, le=0xFFFF, description="largest APDU the gateway accepts")
+    objects: list[str] = Field(default_factory=list, description="OBIS[:CLASS:ATTR]; default class 3 attribute 2")
+    profiles: list[DlmsProfile] = Field(default_factory=list)
+    event_logs: list[str] = Field(default_factory=list, description="OBIS codes of event logs (Profile Generic)")
+    clock_sync: DlmsClockSync | None = None
+    schedule: Schedule = Field(default_factory=Schedule)
+
+    @field_validator("objects", "event_logs")
+    @classmethod
+    def _object_list(cls, value: list[str]) -> list[str]:
+        return [_obis_text(item) for item in value]
+
+    @field_validator("system_title")
+    @classmethod
+    def _title(cls, value: str | None) -> str | None:
+        if value is not None and not _HEX_TITLE.fullmatch(value):
+            raise ValueError("must be 16 hex digits (8 bytes)")
+        return value
+
+    @property
+    def effective_security(self) -> str:
+        if self.security is not None:
+            return self.security
+        return "authenticated+encrypted" if self.authentication == "gmac" else "none"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DlmsMeter:
+        if self.server_physical is not None and self.serial_number is not None:
+            raise ValueError("give server_physical or serial_number, not both")
+        if self.authentication == "low" and self.password_file is None:
+            raise ValueError("authentication = \"low\" needs password_file")
+        if (self.authentication == "gmac" or self.effective_security != "none") and \
+                (self.ek_file is None or self.ak_file is None):
+            raise ValueError("HLS-GMAC and ciphering need ek_file and ak_file")
+        return self
+
+    def key_files(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in ("ek_file", "ak_file") if getattr(self, name) is not None}
+
+
+def derived_system_title(gateway_id: str) -> bytes:
+    """The DLMS client system title of a gateway: ``GWY`` and 5 bytes of the SHA-256 of its
+    id (Green Book 4.3.4: 3 bytes manufacturer id, 5 bytes serial number). Stable for the
+    gateway's life: its invocation counters are kept per title."""
+    return b"GWY" + hashlib.sha256(gateway_id.encode("utf-8")).digest()[:5]
+
+
+def read_key(reference: str) -> bytes:
+    """A 128-bit key from a secret file holding 32 hex digits."""
+    text = read_secret(reference)
+    try:
+        key = bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        key = b""
+    if len(key) != 16:
+        raise ConfigError([f"{resolve_secret_path(reference)}: a key file holds 32 hex digits (an AES-128 key)"])
+    return key
+
+
+def published_key_problem(key: bytes, allowed: bool) -> str | None:
+    """Why a key may not be used here: a published test key outside a demo gateway."""
+    name = TEST_KEYS.get(key)
+    if name is None or allowed:
+        return None
+    return (f"holds the published test key {name}; use the meter's own keys "
+            "(test keys are allowed only with gateway.demo = true or a gateway id starting with \"demo\")")
 
 
 class WMBusMeter(Model):
@@ -358,7 +592,7 @@ class WMBusMeter(Model):
                                  (self.device_type, other.device_type)))
 
 
-Meter = Annotated[Union[MBusMeter, WMBusMeter], Field(discriminator="protocol")]
+Meter = Annotated[Union[MBusMeter, DlmsMeter, WMBusMeter], Field(discriminator="protocol")]
 
 
 class MetricsSection(Model):
@@ -371,7 +605,7 @@ class MetricsSection(Model):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
-        return check_host_port(value, "must be HOST:PORT, e.g. 127.0.0.1:9108")
+        return None if value is None else _host_port(value)
 
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> MetricsSection:
@@ -389,7 +623,8 @@ class MetricsSection(Model):
 
 
 class GatewayConfig(Model):
-    """The whole configuration."""
+    """The whole configuration. A DLMS meter without ``system_title`` gets the client
+    system title derived from the gateway id (:func:`derived_system_title`)."""
 
     gateway: GatewaySection
     signing: SigningSection = Field(default_factory=SigningSection)
@@ -398,6 +633,19 @@ class GatewayConfig(Model):
     buses: list[Bus] = Field(default_factory=list)
     meters: list[Meter] = Field(default_factory=list)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dlms_system_titles(cls, data: Any) -> Any:
+        gateway_id = data.get("gateway", {}).get("id") if isinstance(data, dict) and \
+            isinstance(data.get("gateway"), dict) else None
+        meters = data.get("meters") if isinstance(data, dict) else None
+        if not isinstance(gateway_id, str) or not isinstance(meters, list):
+            return data
+        title = derived_system_title(gateway_id).hex().upper()
+        filled = [{**m, "system_title": title} if isinstance(m, dict) and m.get("protocol") == "dlms"
+                  and "system_title" not in m else m for m in meters]
+        return {**data, "meters": filled}
 
     @property
     def state_dir(self) -> Path:
@@ -411,17 +659,25 @@ class GatewayConfig(Model):
     def signing_key_path(self) -> Path:
         return self.signing.key_file or self.state_dir / "keys" / "signing-key.pem"
 
+    @property
+    def allows_test_keys(self) -> bool:
+        """Published test keys are allowed only on a demonstration gateway."""
+        return self.gateway.demo or self.gateway.id.lower().startswith("demo")
+
 
 def cross_check(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]]:
     """Problems no single section can see: unique names and references between sections,
     each with the location of the setting to fix."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
-    for section, items in (("buses", config.buses), ("meters", config.meters), ("uplinks.mqtt", config.uplinks.mqtt)):
+    named = (("buses", config.buses), ("meters", config.meters), ("uplinks.mqtt", config.uplinks.mqtt),
+             ("uplinks.dlms", config.uplinks.dlms))
+    for section, items in named:
         seen: set[str] = set()
         for index, item in enumerate(items):
             if item.name in seen:
                 problems.append(((*section.split("."), index, "name"), f"{item.name!r} is used twice; names must be unique"))
             seen.add(item.name)
+    problems += _dlms_problems(config)
     buses = {bus.name: bus for bus in config.buses}
     for index, meter in enumerate(config.meters):
         bus = buses.get(meter.bus)
@@ -430,12 +686,28 @@ def cross_check(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]
             problems.append((("meters", index, "bus"), f"no bus is named {meter.bus!r} (buses: {known})"))
         elif bus.protocol != meter.protocol:
             problems.append((("meters", index, "bus"), f"bus {bus.name!r} is {bus.protocol}, but this meter speaks {meter.protocol}"))
+        if isinstance(meter, DlmsMeter):
+            problems += _dlms_key_problems(index, meter, config.allows_test_keys)
     for index, bus in enumerate(config.buses):
-        failing = bus.failing_after or config.gateway.failing_after
-        if failing > (bus.unreachable_after or config.gateway.unreachable_after):
+        failing = getattr(bus, "failing_after", None) or config.gateway.failing_after
+        if failing > (getattr(bus, "unreachable_after", None) or config.gateway.unreachable_after):
             problems.append((("buses", index, "failing_after"), "failing_after must not exceed unreachable_after "
                              "(this bus's or [gateway]'s)"))
     problems += _wireless_problems(config)
+    return problems
+
+
+def _dlms_key_problems(index: int, meter: DlmsMeter, allowed: bool) -> list[tuple[tuple[str | int, ...], str]]:
+    """Test keys in a production configuration. A key file that cannot be read here (a
+    systemd credential outside the service) is checked again when the collector loads it."""
+    problems = []
+    for name, reference in meter.key_files().items():
+        try:
+            problem = published_key_problem(read_key(reference), allowed)
+        except ConfigError:
+            continue
+        if problem:
+            problems.append((("meters", index, name), f"{reference} {problem}"))
     return problems
 
 
@@ -466,6 +738,37 @@ def key_file_problem(reference: str) -> str | None:
     if not re.fullmatch(rb"[0-9A-Fa-f]{32}", text.replace(b" ", b"")):
         return f"{resolve_secret_path(reference)}: an AES-128 key file holds 32 hex digits, this one does not"
     return None
+
+
+def _dlms_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    listening: set[tuple[str, int]] = set()
+    mqtt_names = {uplink.name for uplink in config.uplinks.mqtt}
+    for index, server in enumerate(config.uplinks.dlms):
+        if server.name in mqtt_names:
+            problems.append((("uplinks", "dlms", index, "name"),
+                             f"{server.name!r} names an MQTT uplink too; uplink names must be unique (store cursors)"))
+        if server.enabled and server.port:
+            if (server.host, server.port) in listening:
+                problems.append((("uplinks", "dlms", index, "port"), f"{server.host}:{server.port} is used twice"))
+            listening.add((server.host, server.port))
+        if server.push is not None and server.push.security != "none" and server.ek_file is None:
+            problems.append((("uplinks", "dlms", index, "push", "security"),
+                             "ciphered pushes need the management keys (ek_file, ak_file)"))
+        if not server.enabled or server.ek_file is None or server.ak_file is None:
+            continue
+        for name, reference in (("ek_file", server.ek_file), ("ak_file", server.ak_file)):
+            if reference.startswith("credential:") and not os.environ.get("CREDENTIALS_DIRECTORY"):
+                continue  # checked when the server loads it, inside the service
+            try:
+                problem = published_key_problem(read_key(reference), config.allows_test_keys)
+                problem = problem and f"{reference} {problem}"
+            except ConfigError as exc:
+                problem = "; ".join(exc.problems)
+            if problem:
+                problems.append((("uplinks", "dlms", index, name), problem))
+    return problems
+
 
 
 def load_config(path: str | Path) -> GatewayConfig:
@@ -526,7 +829,7 @@ def _problem(path: str | Path, text: str, error: dict[str, Any]) -> str:
 
 
 # pydantic puts the discriminator value in the location of union members; it is no field.
-_UNION_TAGS = {"mbus", "wmbus"}
+_UNION_TAGS = {"mbus", "dlms", "wmbus"}
 
 
 def _dotted(loc: list[Any]) -> str:

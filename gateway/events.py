@@ -61,8 +61,15 @@ EVENTS: Mapping[str, EventKind] = {
                                      "failures); details: meter, reason, consecutive_failures"),
     "comm.recovered": EventKind(I, "a failing or unreachable meter answers (or is heard) again; details: "
                                    "meter, previous state, failures"),
-    "security.refused": EventKind(W, "telegrams of a meter refused for security (wrong key, failed MAC, "
-                                     "plaintext from a keyed meter); details: meter, reason, count, total"),
+    "security.refused": EventKind(W, "refused for security: a meter's telegrams or association (wrong key, "
+                                     "failed MAC, plaintext from a keyed meter), or an HES client of the "
+                                     "DLMS/COSEM server; details: meter or peer, reason, count"),
+    "clock.drift": EventKind(W, "a meter's clock is off from the gateway's by more than allowed; details: meter, "
+                                "deviation"),
+    "clock.set": EventKind(I, "the gateway set a meter's clock; details: meter, before_s, after_s, method"),
+    "meter.event": EventKind(I, "an entry of a meter's own event log; details: meter, event_code, log columns"),
+    "meter.action": EventKind(I, "an operation (ACTION) was carried out on a meter; details: meter, obis, method, "
+                                 "result"),
     "dongle.reset": EventKind(W, "a silent radio dongle was reopened and initialised again; details: "
                                  "silent_s, resets"),
     # -- the store -------------------------------------------------------------------------

@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.readings",
     "gateway.cli.status",
     "gateway.cli.mbus_bus",
+    "gateway.cli.dlms_read",
     "gateway.cli.wmbus_listen",
     "gateway.cli.demo",
     "gateway.cli.operations",

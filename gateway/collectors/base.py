@@ -16,7 +16,7 @@ import heapq
 from collections import deque
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +34,18 @@ log = logging.getLogger(__name__)
 class Sink(Protocol):
     async def commit(self, records: Sequence[Record]) -> None:
         """Store records durably; returns only when they are committed."""
+
+
+class StateStore(Protocol):
+    """Small durable state a collector keeps between reads and restarts (invocation
+    counters, the last profile entry read). :class:`gateway.store.Store` implements it;
+    each call returns once the value is on disk."""
+
+    async def get_state(self, key: str) -> str | None: ...
+
+    async def set_state(self, key: str, value: str) -> None: ...
+
+    async def increment_state(self, key: str, by: int = 1) -> int: ...
 
 
 class Collector(Protocol):
@@ -63,6 +75,7 @@ class PolledMeter(Protocol):
 
 
 M = TypeVar("M", bound=PolledMeter)
+T = TypeVar("T")
 
 
 @dataclass(order=True)
@@ -97,7 +110,7 @@ class PolledBus(ABC, Generic[M]):
         self._sink = sink
         self._tz = tz
         self._clock = clock
-        self._on_demand: deque[tuple[M, asyncio.Future[list[Reading]]]] = deque()
+        self._on_demand: deque[tuple[M, Callable[[M], Awaitable[Any]], asyncio.Future[Any]]] = deque()
         self._wake = asyncio.Event()
         self._stopping = False
         self.health = {meter.name: MeterHealth(meter.name, thresholds=thresholds) for meter in meters}
@@ -137,8 +150,7 @@ class PolledBus(ABC, Generic[M]):
         while not self._stopping:
             self._wake.clear()
             if self._on_demand:
-                meter, future = self._on_demand.popleft()
-                await self._read_on_demand(meter, future)
+                await self._run_on_demand(*self._on_demand.popleft())
                 continue
             wait_s = (queue[0].at - self._clock()).total_seconds() if queue else None
             if wait_s is not None and wait_s <= 0:
@@ -159,10 +171,16 @@ class PolledBus(ABC, Generic[M]):
 
     async def read_now(self, meter: str) -> list[Reading]:
         """Read ``meter`` as soon as the bus is free, ahead of scheduled reads."""
+        return await self.run_on_bus(meter, lambda m: self._poll(m, raise_errors=True))
+
+    async def run_on_bus(self, meter: str, job: Callable[[M], Awaitable[T]]) -> T:
+        """Run ``job(meter config)`` on the bus as soon as it is free, ahead of scheduled
+        reads (an on-demand read, a command to a meter); its result or its
+        ``GatewayError`` comes back here."""
         if meter not in self._meters:
             raise KeyError(meter)
-        future: asyncio.Future[list[Reading]] = asyncio.get_running_loop().create_future()
-        self._on_demand.append((self._meters[meter], future))
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._on_demand.append((self._meters[meter], job, future))
         self._wake.set()
         return await future
 
@@ -183,16 +201,21 @@ class PolledBus(ABC, Generic[M]):
     def _next_slot(self, meter: M, after: datetime) -> datetime:
         return next_due(after, meter.schedule.interval_s, meter.schedule.offset_s, self._tz)
 
-    async def _read_on_demand(self, meter: M, future: asyncio.Future[list[Reading]]) -> None:
+    async def _run_on_demand(self, meter: M, job: Callable[[M], Awaitable[Any]], future: asyncio.Future[Any]) -> None:
         self.counters["on_demand"] += 1
         try:
-            readings = await self._poll(meter, raise_errors=True)
+            result = await job(meter)
         except GatewayError as exc:
             if not future.done():
                 future.set_exception(exc)
+        except Exception as exc:
+            # A bug: the caller hears of it, and the bus fails (the supervisor restarts it).
+            if not future.done():
+                future.set_exception(exc)
+            raise
         else:
             if not future.done():
-                future.set_result(readings)
+                future.set_result(result)
 
     async def _poll(self, meter: M, *, raise_errors: bool = False) -> list[Reading]:
         health = self.health[meter.name]

@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 from gateway.codecs.mbus.application import CI_OFFSET, FixedDataResponse, FixedRecord
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.records import DataRecord
-from gateway.collectors.base import PolledBus, Sink
+from gateway.collectors.base import PolledBus, Sink, StateStore
 from gateway.collectors.mbus_master import MBusMaster, Readout, Telegram, parse_secondary
 from gateway.collectors.mbus_readings import RecordSource, meter_time, readings_from_sources, unique_names
 from gateway.collectors.mbus_readings import quantity_name  # noqa: F401 - the naming rule, as callers know it
@@ -106,8 +106,10 @@ class MBusCollector(PolledBus[MBusMeter]):
                            for meter in meters}
 
     @classmethod
-    def from_config(cls, bus: MBusBus, meters: Sequence[MBusMeter], sink: Sink, tz: ZoneInfo) -> MBusCollector:
-        """What ``gateway.app`` calls for every ``protocol = "mbus"`` bus."""
+    def from_config(cls, bus: MBusBus, meters: Sequence[MBusMeter], sink: Sink, tz: ZoneInfo, *,
+                    state: StateStore | None = None) -> MBusCollector:
+        """What ``gateway.app`` calls for every ``protocol = "mbus"`` bus (M-Bus keeps no
+        durable state: ``state`` is not used)."""
         return cls(bus, meters, sink, tz)
 
     @asynccontextmanager

@@ -46,7 +46,7 @@ from gateway.codecs.mbus.dongles import ReceivedTelegram
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.wireless import WMBusDecoder
 from gateway.codecs.mbus.wmbus_security import AesKey
-from gateway.collectors.base import Sink
+from gateway.collectors.base import Sink, StateStore
 from gateway.collectors.health import MeterHealth, MeterState, Thresholds, Transition, transition_event
 from gateway.collectors.wmbus_dongle import DongleSession, count_frame_error, dongle_line
 from gateway.collectors.wmbus_telegrams import (
@@ -154,8 +154,10 @@ class WMBusReceiver:
         self._stopping = False
 
     @classmethod
-    def from_config(cls, bus: WMBusDongle, meters: Sequence[WMBusMeter], sink: Sink, tz: ZoneInfo) -> WMBusReceiver:
-        """What ``gateway.app`` calls for every ``protocol = "wmbus"`` bus."""
+    def from_config(cls, bus: WMBusDongle, meters: Sequence[WMBusMeter], sink: Sink, tz: ZoneInfo, *,
+                    state: StateStore | None = None) -> WMBusReceiver:
+        """What ``gateway.app`` calls for every ``protocol = "wmbus"`` bus (it keeps no
+        durable state: ``state`` is not used)."""
         return cls(bus, meters, sink, tz)
 
     # -- the Collector protocol -------------------------------------------------------------

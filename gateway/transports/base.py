@@ -118,6 +118,10 @@ class _Inbox(asyncio.Protocol):
     async def writable(self) -> None:
         await self._writable.wait()
 
+    @property
+    def is_writable(self) -> bool:
+        return self._writable.is_set()
+
 
 class Transport(ABC):
     """An open byte stream to a bus (see the module docstring).
@@ -205,6 +209,8 @@ class Transport(ABC):
     async def drain(self) -> None:
         """Wait until buffered output has been handed to the operating system."""
         transport, inbox = self._live()
+        if inbox.is_writable:
+            return  # the usual case: nothing to wait for, so no timer either
         try:
             async with asyncio.timeout(IO_TIMEOUT_S + self.line.transmit_time(transport.get_write_buffer_size())):
                 await inbox.writable()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -21,17 +20,10 @@ from gateway.simulators.mbus import FrameTelegrams, MeterModel, Pacing, Simulate
 from gateway.transports import LineSettings
 
 from tests.collectors.mbus_helpers import FRAMES, frame_file
+from tests.collectors.polling import ListSink, running
 
 BERLIN = ZoneInfo("Europe/Berlin")
 FIXED_NOW = datetime(2026, 1, 1, 0, 0, 1, tzinfo=timezone.utc)  # next daily slot: a day away
-
-
-class ListSink:
-    def __init__(self):
-        self.records = []
-
-    async def commit(self, records):
-        self.records.extend(records)
 
 
 @pytest.mark.parametrize(("kwargs", "name"), [
@@ -76,18 +68,6 @@ def config(path, *meters, retries=1):
     bus = MBusBus(name="mbus1", protocol="mbus", port=path, baud=9600, retries=retries)
     return bus, [MBusMeter(name=name, protocol="mbus", bus="mbus1", schedule={"interval_s": 86400}, **where)
                  for name, where in meters]
-
-
-@contextlib.asynccontextmanager
-async def running(collector):
-    task = asyncio.ensure_future(collector.run())
-    try:
-        yield collector
-    finally:
-        collector.stop()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_the_collector_turns_a_model_meters_records_into_exact_readings():
