@@ -156,7 +156,7 @@ def test_the_metrics_endpoint_refuses_a_non_loopback_address_unless_allowed():
 
 def test_every_event_code_written_in_the_code_is_in_the_vocabulary_and_documented():
     source = "\n".join(p.read_text() for p in (ROOT / "gateway").rglob("*.py"))
-    written = set(re.findall(r'(?:code=|CODE = |make_event\(|_event\()(?:[\w.]+,\s*)?"([a-z_]+\.[a-z_]+)"',
+    written = set(re.findall(r'(?:code=|CODE = |make_event\(|_event\()\s*(?:[\w.]+,\s*)?"([a-z_]+\.[a-z_]+)"',
                              source))
     assert written, "the pattern finds the codes"
     assert written - set(EVENTS) == set()
