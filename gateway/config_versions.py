@@ -71,22 +71,18 @@ def write_private(path: Path, data: bytes, *, owner_of: Path | None = None) -> N
     (the state directory) when written by root."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     if owner_of is not None and os.geteuid() == 0:
         owner = owner_of.stat()
         for target in (temporary, path.parent):
             os.chown(target, owner.st_uid, owner.st_gid)
     os.replace(temporary, path)
     directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    os.fsync(directory)  # the rename itself survives a power cut
+    os.close(directory)
 
 
 @dataclass(frozen=True, slots=True)
