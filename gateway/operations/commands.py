@@ -24,15 +24,21 @@ The control socket (``gateway op`` while the daemon runs) has ``op.submit`` and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from gateway.config import OperationsSection
 from gateway.errors import GatewayError
 from gateway.events import make_event
+from gateway.model import utc_now
+from gateway.operations.images import ImageStore
 from gateway.operations.model import Operation, OperationError, Outcome, State
 from gateway.operations.permissions import LOCAL
-from gateway.operations.relay import OperationRelay
+from gateway.operations.queue import OperationQueue
+from gateway.operations.relay import DEVICE_STATE, OperationRelay, make_request, result_event
+from gateway.store import Store
 from gateway.uplinks.commands import int_argument
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -109,14 +115,19 @@ async def status(relay: OperationRelay, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _submit(relay: OperationRelay, args: dict[str, Any], identity: str, source: str) -> Operation:
+    meter, name, arguments = _parts(args)
+    return await relay.submit(meter, name, arguments, identity=identity, source=source,
+                              deadline=_deadline(args, relay.clock()))
+
+
+def _parts(args: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     meter, name = args.get("meter"), args.get("operation")
     if not isinstance(meter, str) or not isinstance(name, str):
         raise OperationError("an operation needs \"meter\" and \"operation\" (e.g. \"disconnect\")")
     arguments = args.get("args") or {}
     if not isinstance(arguments, dict):
         raise OperationError("\"args\" is an object")
-    return await relay.submit(meter, name, arguments, identity=identity, source=source,
-                              deadline=_deadline(args, relay.clock()))
+    return meter, name, arguments
 
 
 def _deadline(args: dict[str, Any], now: datetime) -> datetime | None:
@@ -138,3 +149,34 @@ def _summary(operation: Operation) -> dict[str, Any]:
 
 def _id(args: dict[str, Any]) -> int:
     return int_argument(args, "id", minimum=1)
+
+
+# --- without a daemon: the command line writes the queue itself ----------------------------
+
+
+async def submit_locally(store: Store, settings: OperationsSection, state_dir: Path, args: dict[str, Any],
+                         known_meters: Sequence[str] | None) -> Operation:
+    """Queue an operation in ``store`` (opened for writing: no daemon runs) as the control
+    socket's ``op.submit`` would; the daemon carries it out when it starts. ``known_meters``:
+    the configured DLMS meters (None: not known here, the daemon checks)."""
+    now = utc_now()
+    meter, name, arguments = _parts(args)
+    devices = {device: key.removeprefix(DEVICE_STATE) for key, device in (await store.state_items(DEVICE_STATE)).items()}
+    meter = devices.get(meter, meter)
+    if known_meters is not None and meter not in known_meters:
+        raise OperationError(f"no DLMS meter is named {meter!r} (DLMS meters: {', '.join(known_meters) or 'none'})")
+    request = make_request(meter, name, arguments, identity=LOCAL, source=f"cli:{args.get('actor') or 'local'}",
+                           deadline=_deadline(args, now), settings=settings, now=now,
+                           images=ImageStore(Path(state_dir) / "images", settings.max_image_bytes))
+    return await OperationQueue(lambda: store, result_event, utc_now).submit(request)
+
+
+async def cancel_locally(store: Store, id_: int) -> Operation:
+    queue = OperationQueue(lambda: store, result_event, utc_now)
+    operation = await queue.get(id_)
+    if operation is None:
+        raise OperationError(f"no operation {id_}")
+    ended = await queue.finish(operation, Outcome.CANCELLED, error="cancelled by local", only_if=State.QUEUED)
+    if ended is None:
+        raise OperationError(f"operation {id_} is {operation.state.value}, not queued: it cannot be cancelled")
+    return ended

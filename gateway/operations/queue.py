@@ -85,10 +85,14 @@ class OperationQueue:
         self._store = store
         self._event_of = event_of
         self._clock = clock
+        self._prepared: Store | None = None
 
     async def prepare(self) -> None:
-        """Create the table (once per store)."""
-        await self._store().transact(lambda conn, _seq: (_create(conn), ()), "creating the operations table")
+        """Create the table (once per store; every change does it first if need be)."""
+        store = self._store()
+        if self._prepared is not store:
+            await store.transact(lambda conn, _seq: (_create(conn), ()), "creating the operations table")
+            self._prepared = store
 
     # --- changes ---------------------------------------------------------------------------
 
@@ -224,6 +228,7 @@ class OperationQueue:
     # --- plumbing --------------------------------------------------------------------------
 
     async def _transact(self, work, doing: str):
+        await self.prepare()
         return await self._store().transact(work, doing)
 
     async def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:

@@ -280,13 +280,9 @@ class OperationRelay:
                      deadline: datetime | None = None) -> Operation:
         """Queue a named (or generic) operation; refused ones are stored as such, with a
         ``security.refused`` event. :class:`OperationError` for one that cannot be taken."""
-        resolved = await self.resolve(meter)
-        steps, params = named.build(name, args)
-        if name == "firmware" and not self.images.path(params["image"]).exists():
-            raise OperationError(f"no image {params['image']} on the gateway: upload it first (cmd/op-image) or give "
-                                 "--image-file")
-        return await self.submit_request(Request(resolved, name, steps, self._deadline(deadline), identity, source,
-                                                 params))
+        request = make_request(await self.resolve(meter), name, args, identity=identity, source=source,
+                               deadline=deadline, settings=self.settings(), now=self.clock(), images=self.images)
+        return await self.submit_request(request)
 
     async def submit_request(self, request: Request) -> Operation:
         device = self._devices.get(request.meter)
@@ -394,34 +390,44 @@ class OperationRelay:
     def _collector_of(self, meter: str) -> Any:
         return next((c for c in self._dlms_collectors() if meter in c.meters()), None)
 
-    def _deadline(self, deadline: datetime | None) -> datetime:
-        settings = self.settings()
-        now = self.clock()
-        if deadline is None:
-            return now + timedelta(seconds=settings.default_deadline_s)
-        if deadline.tzinfo is None:
-            raise OperationError("the deadline needs its UTC offset (2026-05-01T12:00:00+02:00)")
-        if deadline > now + timedelta(seconds=settings.max_deadline_s):
-            raise OperationError(f"the deadline is more than max_deadline_s ({settings.max_deadline_s:g} s) away")
-        return deadline
-
     # --- events and status -----------------------------------------------------------------
 
     def _result_event(self, operation: Operation) -> Event:
-        outcome = operation.outcome or Outcome.UNKNOWN
-        details: dict[str, str | int] = {
-            "id": operation.id, "meter": operation.meter, "operation": operation.name, "outcome": outcome.value,
-            "identity": operation.request.identity, "source": operation.request.source,
-            "results": compact_json(list(operation.results)), "error": operation.error or ""}
-        if operation.progress is not None:
-            details["progress"] = compact_json(operation.progress)
-        severity = Severity.INFO if outcome is Outcome.SUCCESS else Severity.WARNING
-        return make_event("operation.result", f"operation {operation.id} ({operation.name}) on meter "
-                          f"{operation.meter}: {outcome.value}", device=self._devices.get(operation.meter),
-                          source=SOURCE, details=details, severity=severity)
+        return result_event(operation, self._devices.get(operation.meter))
 
     def status(self) -> dict[str, Any]:
         return {**self.counters, "busy_meters": sorted(self._workers), "waiting_meters": sorted(self._retry_at)}
+
+
+def make_request(meter: str, name: str, args: dict[str, Any], *, identity: str, source: str,
+                 deadline: datetime | None, settings: OperationsSection, now: datetime, images: ImageStore) -> Request:
+    """The request of a named operation (:class:`OperationError` when it cannot be one)."""
+    steps, params = named.build(name, args)
+    if name == "firmware" and not images.path(params["image"]).exists():
+        raise OperationError(f"no image {params['image']} on the gateway: upload it first (cmd/op-image) or give "
+                             "--image-file")
+    if deadline is None:
+        deadline = now + timedelta(seconds=settings.default_deadline_s)
+    elif deadline.tzinfo is None:
+        raise OperationError("the deadline needs its UTC offset (2026-05-01T12:00:00+02:00)")
+    elif deadline > now + timedelta(seconds=settings.max_deadline_s):
+        raise OperationError(f"the deadline is more than max_deadline_s ({settings.max_deadline_s:g} s) away")
+    return Request(meter, name, steps, deadline, identity, source, params)
+
+
+def result_event(operation: Operation, device: str | None = None) -> Event:
+    """The ``operation.result`` event of an operation that ended."""
+    outcome = operation.outcome or Outcome.UNKNOWN
+    details: dict[str, str | int] = {
+        "id": operation.id, "meter": operation.meter, "operation": operation.name, "outcome": outcome.value,
+        "identity": operation.request.identity, "source": operation.request.source,
+        "results": compact_json(list(operation.results)), "error": operation.error or ""}
+    if operation.progress is not None:
+        details["progress"] = compact_json(operation.progress)
+    severity = Severity.INFO if outcome is Outcome.SUCCESS else Severity.WARNING
+    return make_event("operation.result", f"operation {operation.id} ({operation.name}) on meter "
+                      f"{operation.meter}: {outcome.value}", device=device, source=SOURCE, details=details,
+                      severity=severity)
 
 
 def _phase(progress: dict[str, Any] | None) -> str:
