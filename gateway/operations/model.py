@@ -134,6 +134,11 @@ class Request:
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def image_transfer(self) -> bool:
+        """A firmware image transfer (a procedure, not a list of requests)."""
+        return self.name == "firmware" and not self.steps
+
+    @property
     def idempotent(self) -> bool:
         """Only reads may be sent again after a timeout or a crash."""
         return bool(self.steps) and all(step.kind is Kind.GET for step in self.steps)

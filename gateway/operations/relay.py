@@ -193,7 +193,7 @@ class OperationRelay:
                             only_if=State.QUEUED)
             return True
         image = None
-        if operation.name == "firmware":
+        if operation.request.image_transfer:
             try:
                 image = await asyncio.to_thread(self.images.read, operation.request.params["image"])
             except GatewayError as exc:
@@ -248,7 +248,7 @@ class OperationRelay:
         if not attempt.started:
             log.info("operation %d: meter %s cannot be reached now: %s", operation.id, operation.meter, exc)
             return False
-        if operation.request.idempotent or (operation.name == "firmware" and _phase(attempt.progress) in RESUMABLE):
+        if operation.request.idempotent or (operation.request.image_transfer and _phase(attempt.progress) in RESUMABLE):
             log.info("operation %d on %s interrupted (%s): queued again", operation.id, operation.meter, exc)
             await self.queue.requeue(operation, progress=attempt.progress, error=str(exc))
             return False
@@ -403,7 +403,7 @@ def make_request(meter: str, name: str, args: dict[str, Any], *, identity: str, 
                  deadline: datetime | None, settings: OperationsSection, now: datetime, images: ImageStore) -> Request:
     """The request of a named operation (:class:`OperationError` when it cannot be one)."""
     steps, params = named.build(name, args)
-    if name == "firmware" and not images.path(params["image"]).exists():
+    if "image" in params and not images.path(params["image"]).exists():
         raise OperationError(f"no image {params['image']} on the gateway: upload it first (cmd/op-image) or give "
                              "--image-file")
     if deadline is None:
@@ -436,6 +436,6 @@ def _phase(progress: dict[str, Any] | None) -> str:
 
 def _resumable(operation: Operation) -> bool:
     """After a crash: reads run again, an image transfer resumes unless it was activating."""
-    if operation.name == "firmware":
+    if operation.request.image_transfer:
         return _phase(operation.progress) in RESUMABLE
     return operation.request.idempotent
