@@ -23,7 +23,8 @@ the IEC 62056-47 wrapper on TCP. Its objects (Blue Book class, logical name):
                             block transfer, verify, activate (methods 1..4)
 ======  ==================  ==================================================================
 
-Faults, for tests: ``action_delay_s`` (every ACTION answered late: a slow meter),
+Faults, for tests: ``action_delay_s`` (every ACTION carried out at once and answered that
+late: a slow meter),
 ``silent_requests`` (that many GET/SET/ACTION requests are not answered, nor carried out),
 ``drop_after_blocks`` (the connection is cut, unanswered, when that many image blocks have
 arrived), ``verify_polls`` (verification runs "in the background": image_verify answers
@@ -619,18 +620,21 @@ class SimulatedDlmsMeter:
         if isinstance(request, SetRequestWithList):
             return association.answer_set_list([self.set(a.class_id, a.instance, a.attribute, value)
                                                 for a, value in zip(request.attributes, request.values)])
-        if self.action_delay_s:
-            await asyncio.sleep(self.action_delay_s)
         if isinstance(request, ActionRequestNormal):
             m = request.method
             answer = self.action(m.class_id, m.instance, m.method, request.parameters)
             if self.drop_after_blocks is not None and len(self.blocks_received) >= self.drop_after_blocks:
                 self.drop_after_blocks = None  # one outage only
                 return None
-            return association.answer_action(*answer)
-        assert isinstance(request, ActionRequestWithList)
-        return association.answer_action_list([ActionResponseItem(*self.action(m.class_id, m.instance, m.method, p))
-                                               for m, p in zip(request.methods, request.parameters)])
+            reply = association.answer_action(*answer)
+        else:
+            assert isinstance(request, ActionRequestWithList)
+            reply = association.answer_action_list([ActionResponseItem(*self.action(m.class_id, m.instance,
+                                                                                    m.method, p))
+                                                    for m, p in zip(request.methods, request.parameters)])
+        if self.action_delay_s:  # carried out at once, answered late
+            await asyncio.sleep(self.action_delay_s)
+        return reply
 
 
 class MeterServer:

@@ -87,13 +87,15 @@ def results_of(event: Event) -> list[dict[str, Any]]:
 
 
 @contextlib.asynccontextmanager
-async def rig(tmp_path: Path, meter: SimulatedDlmsMeter | None = None, *, line_options: dict | None = None,
-              **relay_settings: Any) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, meter: SimulatedDlmsMeter | None = None, *, address: str | None = None,
+              line_options: dict | None = None, **relay_settings: Any) -> AsyncIterator[Rig]:
+    """The relay on a line to the simulated meter (or to the meter at ``address``)."""
     config = {"settings": settings(**relay_settings)}
     server = MeterServer(meter or SimulatedDlmsMeter())
-    await server.start()
+    if address is None:
+        await server.start()
     async with Store(tmp_path / "store.sqlite", StoreSection()) as store:
-        collector = DlmsCollector(sim_line(server.address, **(line_options or {})), [sim_meter_config()],
+        collector = DlmsCollector(sim_line(address or server.address, **(line_options or {})), [sim_meter_config()],
                                   StoreSink(store), UTC, state=store)
         relay = OperationRelay(lambda: config["settings"], lambda: store, lambda: [collector], state_dir=tmp_path,
                                tz=UTC)
