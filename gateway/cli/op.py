@@ -25,6 +25,7 @@ from typing import Any
 from gateway.cli import CommandFailed, UsageError, Verbs
 from gateway.cli.local_state import LocalState, add_state_arguments, local_state, open_store
 from gateway.cli.output import print_json, print_table
+from gateway.operations.model import OperationError
 
 #: How often ``--wait`` looks at the store.
 WAIT_POLL_S = 0.5
@@ -87,7 +88,10 @@ def op_submit(args: argparse.Namespace) -> int:
         request["deadline_s"] = args.deadline_s
     if args.deadline is not None:
         request["deadline"] = args.deadline
-    operation = _through_daemon(state, "op.submit", request) or asyncio.run(_submit_offline(state, request))
+    try:
+        operation = _through_daemon(state, "op.submit", request) or asyncio.run(_submit_offline(state, request))
+    except OperationError as exc:  # bad arguments, an unknown meter or operation
+        raise UsageError(str(exc)) from None
     if args.wait:
         operation = asyncio.run(_wait(state, operation["id"], args.timeout_s))
     _print(operation, args.json)
@@ -99,7 +103,11 @@ def op_submit(args: argparse.Namespace) -> int:
 
 def op_cancel(args: argparse.Namespace) -> int:
     state = local_state(args)
-    operation = _through_daemon(state, "op.cancel", {"id": args.id}) or asyncio.run(_cancel_offline(state, args.id))
+    try:
+        operation = _through_daemon(state, "op.cancel", {"id": args.id}) or \
+            asyncio.run(_cancel_offline(state, args.id))
+    except OperationError as exc:  # not queued (any more), not there
+        raise CommandFailed(str(exc)) from None
     _print(operation, args.json)
     return 0
 
@@ -114,7 +122,7 @@ def _through_daemon(state: LocalState, command: str, request: dict[str, Any]) ->
     except DaemonNotRunning:
         return None
     if not answer.get("ok"):
-        raise UsageError(str(answer.get("error")))
+        raise OperationError(str(answer.get("error")))
     return answer["result"]
 
 

@@ -161,7 +161,8 @@ async def submit_locally(store: Store, settings: OperationsSection, state_dir: P
     the configured DLMS meters (None: not known here, the daemon checks)."""
     now = utc_now()
     meter, name, arguments = _parts(args)
-    devices = {device: key.removeprefix(DEVICE_STATE) for key, device in (await store.state_items(DEVICE_STATE)).items()}
+    known = await store.state_items(DEVICE_STATE)
+    devices = {device: key.removeprefix(DEVICE_STATE) for key, device in known.items()}
     meter = devices.get(meter, meter)
     if known_meters is not None and meter not in known_meters:
         raise OperationError(f"no DLMS meter is named {meter!r} (DLMS meters: {', '.join(known_meters) or 'none'})")

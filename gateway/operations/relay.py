@@ -290,9 +290,10 @@ class OperationRelay:
             self.counters["refused"] += 1
             reason = f"{request.identity} may not run {request.name} on meter {request.meter}"
             log.warning("operation refused: %s", reason)
-            refusal = make_event("security.refused", f"operation refused: {reason}", device=device, source=request.source,
-                                 details={"identity": request.identity, "operation": request.name,
-                                          "meter": request.meter, "reason": "not permitted"})
+            details: dict[str, str | int] = {"identity": request.identity, "operation": request.name,
+                                             "meter": request.meter, "reason": "not permitted"}
+            refusal = make_event("security.refused", f"operation refused: {reason}", device=device,
+                                 source=request.source, details=details)
             return await self.queue.submit(request, refused=f"not permitted: {reason}", extra_events=[refusal])
         operation = await self.queue.submit(request)
         self.counters["submitted"] += 1

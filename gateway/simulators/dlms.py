@@ -279,7 +279,8 @@ class LimiterObject(CosemObject):
     def __init__(self, meter: SimulatedDlmsMeter, obis: Obis, monitored: Obis) -> None:
         super().__init__(meter, obis)
         self.values: dict[int, Data] = {
-            2: structure(Data(DataType.LONG_UNSIGNED, 3), octet_string(monitored.to_bytes()), Data(DataType.INTEGER, 2)),
+            2: structure(Data(DataType.LONG_UNSIGNED, 3), octet_string(monitored.to_bytes()),
+                         Data(DataType.INTEGER, 2)),
             3: Data(DataType.DOUBLE_LONG_UNSIGNED, 0), 4: Data(DataType.DOUBLE_LONG_UNSIGNED, 0),
             5: Data(DataType.DOUBLE_LONG_UNSIGNED, 0), 6: Data(DataType.DOUBLE_LONG_UNSIGNED, 0),
             7: Data(DataType.DOUBLE_LONG_UNSIGNED, 0),

@@ -108,7 +108,7 @@ async def test_refused_operations_are_answered_refused_and_raise_security_events
             await b.publish("op", {"meter": "m1", "operation": "disconnect"}, identity="hes-a")
             answer = await b.ask("op", {"meter": "m1", "operation": "disconnect-state"})  # after it, in order
             assert answer["ok"]
-            assert f"Denied PUBLISH from test-hes-b" in broker.log_tail(400)
+            assert "Denied PUBLISH from test-hes-b" in broker.log_tail(400)
             identities = {o.request.identity for o in await g.gateway.relay.queue.list()}
             assert identities == {"hes-b"} and g.meter.disconnect.output_state
             assert g.meter.disconnect.state is ControlState.CONNECTED

@@ -100,7 +100,8 @@ async def test_a_restarted_relay_reports_an_interrupted_action_as_unknown_and_ne
         await queue.prepare()
         action = await queue.submit(request(deadline=datetime.now(timezone.utc) + timedelta(hours=1)))
         await queue.mark_started(action)  # ... and then the gateway died
-        reads = await queue.submit(request("disconnect-state", deadline=datetime.now(timezone.utc) + timedelta(hours=1)))
+        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        reads = await queue.submit(request("disconnect-state", deadline=later))
         await queue.mark_started(reads)
     meter = SimulatedDlmsMeter()
     async with rig(tmp_path, meter) as r:
