@@ -16,12 +16,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.config_versions import write_private
 from gateway.errors import GatewayError
 
 MAX_CHUNK = 256 * 1024
@@ -77,7 +77,7 @@ class ImageStore:
             raise ImageError(f"{source}: an empty image")
         digest = hashlib.sha256(data).hexdigest()
         self._room_for(digest)
-        _write_new(self.path(digest), data)
+        self._keep(digest, data)
         return digest
 
     def receive(self, sha256: str, size: int, offset: int, chunk_base64: str) -> Upload:
@@ -111,9 +111,14 @@ class ImageStore:
         if hashlib.sha256(data).hexdigest() != sha256:
             partial.unlink()
             raise ImageError(f"the image received does not have the SHA-256 {sha256}; it was discarded")
-        _write_new(final, data)
+        self._keep(sha256, data)
         partial.unlink()
         return Upload(sha256, size, size, True)
+
+    def _keep(self, sha256: str, data: bytes) -> None:
+        """Write the image atomically and durably (a reader never sees half of one), 0600
+        and owned like the state directory when root writes it (``gateway op`` as root)."""
+        write_private(self.path(sha256), data, owner_of=self.directory.parent)
 
     def _room_for(self, sha256: str) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -128,12 +133,3 @@ def _checked_hash(sha256: Any) -> str:
         raise ImageError("an image is named by its SHA-256: 64 hex digits")
     return sha256.lower()
 
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Write atomically (a reader never sees half an image)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)

@@ -19,17 +19,11 @@ from gateway.control import request
 from gateway.errors import GatewayError
 from gateway.simulators.dlms import ControlState, MeterServer, SimulatedDlmsMeter
 from gateway.store import Store
+from tests.app.test_operations import gateway_cli
 from tests.operations.e2e import gateway_config
 from tests.operations.helpers import events_of
 
 pytestmark = pytest.mark.integration
-
-
-async def gateway_cli(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", *args,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode, out.decode(), err.decode()
 
 
 async def start_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:

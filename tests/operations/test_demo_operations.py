@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.operations.test_daemon import gateway_cli
+from tests.app.test_operations import gateway_cli
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,7 @@
 """An HES's SET and ACTION on a meter's logical device of the gateway's DLMS/COSEM server are
-carried out on the real (simulated) meter and answered with the meter's own result: with the
-gateway's own client association and with dlms-cosem's client; a meter that cannot be
+carried out on the real (simulated) meter and answered with the meter's own result: each
+named operation's requests with the gateway's own client association, a SET and an ACTION
+with dlms-cosem's client; a meter that cannot be
 reached is temporary-failure within the bounded wait, queued or not as configured; refusals
 are read-write-denied and security events."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 
 import pytest
 import structlog
@@ -18,10 +20,12 @@ from dlms_cosem.client import DlmsClient
 from dlms_cosem.cosem.obis import Obis as TheirObis
 
 from gateway.codecs.dlms.association import ActionOutcome, Associated
-from gateway.codecs.dlms.axdr import Data, DataType
+from gateway.codecs.dlms.axdr import Data, DataType, octet_string, structure
+from gateway.codecs.dlms.dates import CosemDateTime
 from gateway.codecs.dlms.obis import Obis
 from gateway.codecs.dlms.services import AttributeDescriptor, MethodDescriptor
-from gateway.simulators.dlms import ControlState, ImageStatus
+from gateway.operations.named import build
+from gateway.simulators.dlms import ControlState, ImageStatus, SimulatedDlmsMeter
 from tests.operations.e2e import running_gateway
 from tests.operations.helpers import SIM_DEVICE, events_of
 from tests.uplinks.dlms_server.conftest import KEYS, Client
@@ -34,6 +38,8 @@ DISCONNECT = Obis(0, 0, 96, 3, 10)
 LIMITER = Obis(0, 0, 17, 0, 0)
 MESSAGE = Obis(0, 0, 96, 13, 0)
 IMAGE = Obis(0, 0, 44, 0, 0)
+CALENDAR = Obis(0, 0, 13, 0, 0)
+CLOCK = Obis(0, 0, 1, 0, 0)
 NO_PARAMETERS = Data(DataType.INTEGER, 0)
 PERMITTED = """
 [[operations.permissions]]
@@ -52,7 +58,49 @@ async def meter_sap(g) -> int:
     return server.registry.meter_of(SIM_DEVICE).sap
 
 
-async def test_the_gateways_own_client_operates_the_meter_through_its_logical_device(tmp_path):
+async def test_every_named_operation_done_by_a_dlms_client_through_the_gateway_reaches_the_meter(tmp_path):
+    everything = '[[operations.permissions]]\nidentity = "dlms:1"\noperations = ["*"]\n'
+    image = bytes(range(150))
+    async with running_gateway(tmp_path, None, SimulatedDlmsMeter(clock_offset_s=-900), operations=everything) as g:
+        sap = await meter_sap(g)
+        async with Client(g.dlms_server.port, sap, counter=10) as hes:
+            await hes.associate()
+
+            async def act(class_id, obis, method, parameters=NO_PARAMETERS) -> int:
+                return (await hes.act(MethodDescriptor(class_id, obis, method), parameters)).result.code
+
+            async def write(class_id, obis, attribute, value) -> int:
+                return (await hes.set(AttributeDescriptor(class_id, obis, attribute), value)).code
+
+            assert await act(70, DISCONNECT, 1) == 0 and not g.meter.disconnect.output_state      # disconnect
+            assert await act(70, DISCONNECT, 2) == 0 and g.meter.disconnect.output_state          # reconnect
+            assert await write(71, LIMITER, 5, Data(DataType.DOUBLE_LONG_UNSIGNED, 3000)) == 0    # limiter
+            calendar = build("calendar", {"name": "hes", "seasons": [], "weeks": [], "days": [],
+                                          "activate_at": "now"})[0]
+            for step in calendar[:-1]:                                                            # calendar
+                assert await write(20, CALENDAR, step.index, step.data) == 0
+            assert await act(20, CALENDAR, 1) == 0 and g.meter.calendar.active[2].value == b"hes"
+            now = CosemDateTime.from_datetime(datetime.now(timezone.utc))                          # clock-set
+            assert await write(8, CLOCK, 2, octet_string(now.to_bytes())) == 0
+            assert abs(g.meter.clock_offset_s) < 2
+            assert await write(1, MESSAGE, 2, octet_string(b"pay now")) == 0                      # message
+            assert g.meter.message.get(2).value == b"pay now"
+            initiate = structure(octet_string(b"FW-HES"), Data(DataType.DOUBLE_LONG_UNSIGNED, len(image)))
+            assert await act(18, IMAGE, 1, initiate) == 0                                         # firmware
+            for number in range(3):
+                block = structure(Data(DataType.DOUBLE_LONG_UNSIGNED, number),
+                                  octet_string(image[number * 64:(number + 1) * 64]))
+                assert await act(18, IMAGE, 2, block) == 0
+            assert await act(18, IMAGE, 3) == 0 and await act(18, IMAGE, 4) == 0
+            assert g.meter.firmware == b"FW-HES" and g.meter.firmware_image == image
+        results = [(e.details["operation"], e.details["outcome"])
+                   for e in await events_of(g.gateway.store, "operation.result")]
+        assert results == [("disconnect", "success"), ("reconnect", "success"), ("limiter", "success"),
+                           *[("calendar", "success")] * 5, ("clock-set", "success"), ("set", "success"),
+                           *[("firmware", "success")] * 6]
+
+
+async def test_the_meters_refusals_unreachability_and_permissions_come_back_as_result_codes(tmp_path):
     async with running_gateway(tmp_path, None, operations=PERMITTED, relay={"dlms_wait_s": 1}) as g:
         sap = await meter_sap(g)
         async with Client(g.dlms_server.port, sap, counter=10) as hes:

@@ -33,6 +33,7 @@ def test_an_upload_in_chunks_is_kept_once_its_hash_matches_and_resumes_where_it_
     assert done.complete and images.read(DIGEST) == IMAGE
     assert images.receive(DIGEST, len(IMAGE), 0, chunk(0)).complete  # again: already held
     assert (tmp_path / "images").stat().st_mode & 0o777 == 0o700
+    assert images.path(DIGEST).stat().st_mode & 0o777 == 0o600
 
 
 def test_an_upload_that_does_not_match_its_hash_is_discarded(tmp_path):
