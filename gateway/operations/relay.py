@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 SOURCE = "operations"
 DEVICE_STATE = "dlms.device."
+#: An event's ``results`` beyond this many characters leave their data out (a GET of a long
+#: profile buffer): ``op-status`` has it all.
+MAX_EVENT_RESULTS = 16384
 #: A full disk while recording an outcome: retried this often (the outcome is not lost).
 STORE_RETRY_S = 5.0
 
@@ -121,6 +124,7 @@ class OperationRelay:
                     self._wake.clear()
                     await self._expire()
                     now = loop.time()
+                    self._retry_at = {meter: at for meter, at in self._retry_at.items() if at > now}
                     for meter in await self.queue.meters_with_work():
                         if meter not in self._workers and self._retry_at.get(meter, 0.0) <= now:
                             self._workers[meter] = group.create_task(self._work(meter))
@@ -419,10 +423,14 @@ def make_request(meter: str, name: str, args: dict[str, Any], *, identity: str, 
 def result_event(operation: Operation, device: str | None = None) -> Event:
     """The ``operation.result`` event of an operation that ended."""
     outcome = operation.outcome or Outcome.UNKNOWN
+    results = compact_json(list(operation.results))
+    if len(results) > MAX_EVENT_RESULTS:
+        results = compact_json([{**r, "data": None, "data_omitted": "too long for the event: see op-status"}
+                                for r in operation.results])
     details: dict[str, str | int] = {
         "id": operation.id, "meter": operation.meter, "operation": operation.name, "outcome": outcome.value,
-        "identity": operation.request.identity, "source": operation.request.source,
-        "results": compact_json(list(operation.results)), "error": operation.error or ""}
+        "identity": operation.request.identity, "source": operation.request.source, "results": results,
+        "error": operation.error or ""}
     if operation.progress is not None:
         details["progress"] = compact_json(operation.progress)
     severity = Severity.INFO if outcome is Outcome.SUCCESS else Severity.WARNING

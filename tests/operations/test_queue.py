@@ -4,6 +4,7 @@ transaction, what a restart finds started, and a store that never held an operat
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from gateway.config import StoreSection
 from gateway.events import make_event
 from gateway.model import Event
-from gateway.operations import Outcome, Request, State
+from gateway.operations import Operation, Outcome, Request, State
 from gateway.operations.named import build
 from gateway.operations.queue import OperationQueue
 from gateway.simulators.dlms import SimulatedDlmsMeter
@@ -126,3 +127,14 @@ async def test_overdue_operations_are_those_queued_past_their_deadline(store, qu
     await queue.submit(request(deadline=T0 + timedelta(seconds=1)))
     assert [o.id for o in await queue.overdue(T0)] == [late.id]
     assert await events_of(store, "operation.result") == []
+
+
+def test_an_event_leaves_out_result_data_too_long_for_it():
+    from gateway.operations.relay import MAX_EVENT_RESULTS, result_event
+
+    operation = Operation(7, request("disconnect-state"), State.DONE, T0, Outcome.SUCCESS,
+                          ({"request": "GET", "result": "success", "data": {"type": "octet-string",
+                                                                            "value": "00" * MAX_EVENT_RESULTS}},))
+    details = result_event(operation).details
+    assert json.loads(details["results"]) == [{"request": "GET", "result": "success", "data": None,
+                                               "data_omitted": "too long for the event: see op-status"}]
