@@ -21,7 +21,9 @@ Failures fail the read, and the polling loop records them and raises ``comm.fail
 unit that does not answer (``DeviceTimeout``: a wrong unit address looks like this),
 garbled replies, an exception response
 (:class:`~gateway.codecs.modbus.errors.ModbusExceptionResponse`, e.g. "unit 7 refused read
-input registers 0x0000+44: exception 2 ILLEGAL DATA ADDRESS").
+input registers 0x0000+44: exception 2 ILLEGAL DATA ADDRESS"). An exception response also
+raises ``modbus.exception`` with the exception's code and name and the refused request
+(once, when a meter that was read well starts refusing: a map that does not fit the meter).
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway.codecs.modbus.errors import ModbusExceptionResponse
 from gateway.codecs.modbus.registers import Decoded
 from gateway.collectors.base import PolledBus, Sink, StateStore
 from gateway.collectors.modbus_master import ModbusMaster, Timing
 from gateway.config import ModbusLine, ModbusMeter
 from gateway.errors import TransportError
-from gateway.model import Reading, Record, utc_now
+from gateway.model import Event, Reading, Record, Severity, utc_now
 from gateway.modbus_maps import Entry, RegisterMap, load_map_file, shipped_map
 from gateway.transports import LineSettings, open_transport
 
@@ -137,7 +140,17 @@ class ModbusCollector(PolledBus[ModbusMeter]):
     async def read_meter(self, meter: ModbusMeter) -> list[Record]:
         if self._master is None:
             raise TransportError(f"line {self.name} is not connected")
-        readout = await read_map(self._master, meter.unit, self.maps[meter.name])
+        try:
+            readout = await read_map(self._master, meter.unit, self.maps[meter.name])
+        except ModbusExceptionResponse as exc:
+            health = self.health[meter.name]
+            if health.consecutive_failures == 0:
+                await self._sink.commit([Event(
+                    code="modbus.exception", severity=Severity.WARNING, message=f"meter {meter.name}: {exc}",
+                    occurred_at=self._clock(), device=health.device, source=self.name,
+                    details={"meter": meter.name, "unit": meter.unit, "request": exc.request,
+                             "exception_code": exc.code, "exception": exc.name})])
+            raise
         device = readout.device(None) or f"modbus-{self.name}-{meter.unit}"
         return list(readout.readings(device, self._clock()))
 

@@ -116,11 +116,26 @@ async def test_an_exception_response_is_a_clear_error_and_an_event_without_retry
                                "at field exception code")
     assert (info.value.code, info.value.name) == (2, "ILLEGAL DATA ADDRESS")
     assert not [r for r in sink.records if isinstance(r, Reading)]
-    event, = sink.records
-    assert (event.code, event.details["reason"]) == ("comm.failed", "ModbusExceptionResponse")
-    assert "ILLEGAL DATA ADDRESS" in event.message
+    exception, failed = sink.records
+    assert (exception.code, exception.severity.value, exception.details) == ("modbus.exception", "warning", {
+        "meter": "sub", "unit": 3, "request": "read input registers 0x0156+40", "exception_code": 2,
+        "exception": "ILLEGAL DATA ADDRESS"})
+    assert (failed.code, failed.details["reason"]) == ("comm.failed", "ModbusExceptionResponse")
+    assert "ILLEGAL DATA ADDRESS" in failed.message
     assert line.heard == blocks_heard(3, "sdm630")  # every block once, the refused one not repeated
     assert collector.status()["link"]["exceptions"] == 1
+
+
+async def test_a_meter_that_keeps_refusing_raises_its_exception_event_once():
+    sink = ListSink()
+    async with simulated_line([sdm630_meter(3).without(4, 0x0046, 0x0057)]) as line:
+        collector = collector_for({"sub": (3, "sdm630")}, sink, port=line.path)
+        async with running(collector):
+            for _ in range(3):
+                with pytest.raises(ModbusExceptionResponse):
+                    await asyncio.wait_for(collector.read_now("sub"), 20)
+    assert [r.code for r in sink.records] == ["modbus.exception", "comm.failed"]
+    assert collector.status()["meters"]["sub"]["consecutive_failures"] == 3
 
 
 async def test_a_busy_meter_and_a_garbled_reply_are_asked_again_and_counted():

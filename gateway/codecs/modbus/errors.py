@@ -19,9 +19,11 @@ class ModbusExceptionResponse(ModbusError):
     V1.1b3, clause 7): it understood the request and refused it. ``code`` is the
     exception code, ``name`` its name in the standard."""
 
-    def __init__(self, reason: str, *, code: int, name: str) -> None:
+    def __init__(self, reason: str, *, code: int, name: str, request: str = "") -> None:
         self.code = code
         self.name = name
+        #: The refused request, e.g. ``read input registers 0x0156+40``.
+        self.request = request
         super().__init__(reason, field="exception code")
 
 

@@ -123,7 +123,7 @@ class ExceptionReply:
     def error(self, request: ReadRequest) -> ModbusExceptionResponse:
         return ModbusExceptionResponse(
             f"unit {self.unit} refused {request.describe()}: exception {self.code} {self.name}",
-            code=self.code, name=self.name)
+            code=self.code, name=self.name, request=request.describe())
 
 
 Reply = RegistersReply | ExceptionReply
