@@ -63,6 +63,20 @@ class GatewaySection(Model):
     id: str = Field(pattern=NAME_PATTERN, description="gateway identity, used in MQTT topics and signed payloads")
     state_dir: Path = Field(DEFAULT_STATE_DIR, description="store, keys, cursors and counters live here")
     timezone: str = Field("UTC", description="local time zone of the meters' clocks (M-Bus dates carry no zone)")
+    failing_after: int = Field(1, ge=1, le=1000, description="a meter is failing after this many consecutive "
+                                                              "failed reads (comm.failed)")
+    unreachable_after: int = Field(5, ge=1, le=1000, description="and unreachable after this many (comm.unreachable)")
+    clock_step_threshold_s: float = Field(5, gt=0, description="a jump of the wall clock against the monotonic "
+                                                                "clock larger than this raises clock.stepped")
+    apply_grace_s: float = Field(10, gt=0, le=600, description="a new configuration's buses must open within this "
+                                                                "time, or the previous configuration is restored")
+    config_versions: int = Field(10, ge=2, le=1000, description="applied configurations kept in STATE_DIR/config")
+
+    @model_validator(mode="after")
+    def _ordered_thresholds(self) -> GatewaySection:
+        if self.failing_after > self.unreachable_after:
+            raise ValueError("failing_after must not exceed unreachable_after")
+        return self
     demo: bool = Field(False, description="a demonstration gateway: published test keys (Green Book) are allowed")
 
     @field_validator("timezone")
@@ -105,6 +119,8 @@ class MqttUplink(Model):
     cert_file: Path | None = Field(None, description="client certificate (PEM)")
     key_file: str | None = Field(None, description="client certificate's private key (PEM)")
     allow_plaintext: bool = Field(False, description="permit mqtt:// to a non-loopback broker (not recommended)")
+    allow_remote_config: bool = Field(False, description="accept the `config` command (a new configuration as TOML) "
+                                                         "from the HES over this uplink")
     batch_size: int = Field(500, ge=1, le=10_000, description="records per MQTT message")
     keepalive_s: int = Field(30, ge=5, le=3600)
     connect_timeout_s: float = Field(10, gt=0)
@@ -158,8 +174,87 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT")
+    return value
+
+
+class DlmsPush(Model):
+    """DataNotifications of new readings and events to the HES (IEC 62056-47 wrapper on TCP)."""
+
+    destination: str = Field(description="HOST:PORT of the HES push listener")
+    interval_s: int = Field(900, ge=0, le=31 * 86400, description="push what is new every interval (0: only on event "
+                                                                  "and on the HES's request)")
+    on_event: bool = Field(True, description="push at once when an event (alarm, tamper, ...) is stored")
+    security: Literal["authenticated-encrypted", "none"] = Field(
+        "authenticated-encrypted", description="general-glo-ciphering with the management keys, or plaintext "
+                                               "(loopback destinations only)")
+    client_sap: int = Field(1, ge=0, le=0xFFFF, description="the destination wPort (the HES's client SAP)")
+    retries: int = Field(3, ge=0, le=255, description="attempts after a failed push before waiting for the next one")
+    retry_delay_s: int = Field(30, ge=0, le=65535, description="pause between those attempts")
+    batch_size: int = Field(100, ge=1, le=1000, description="records per DataNotification (fewer when they would "
+                                                           "exceed max_apdu_bytes)")
+    max_apdu_bytes: int = Field(8192, ge=256, le=65000, description="largest DataNotification sent")
+    connect_timeout_s: float = Field(10, gt=0, le=300)
+
+    @field_validator("destination")
+    @classmethod
+    def _destination(cls, value: str) -> str:
+        return _host_port(value)
+
+    @property
+    def host(self) -> str:
+        return self.destination.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.destination.rpartition(":")[2])
+
+    @model_validator(mode="after")
+    def _ciphered_unless_loopback(self) -> DlmsPush:
+        if self.security == "none" and not is_loopback(self.host):
+            raise ValueError(f"plaintext pushes to {self.host} would send meter data unencrypted; "
+                             "use security = \"authenticated-encrypted\"")
+        return self
+
+
+class DlmsUplink(Model):
+    """The DLMS/COSEM server for the HES (IEC 62056-47 wrapper on TCP): a management logical
+    device (server SAP 1) and one logical device per collected meter (SAP 16 upwards)."""
+
+    name: str = Field("dlms", pattern=NAME_PATTERN, description="names the push cursor and the status entry")
+    enabled: bool = True
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 for every interface)")
+    port: int = Field(4059, ge=0, le=65535, description="TCP port (4059 is IANA's DLMS/COSEM port; 0: any free one)")
+    ek_file: str | None = Field(None, description="management client (SAP 1): global encryption key, 32 hex digits")
+    ak_file: str | None = Field(None, description="management client (SAP 1): authentication key, 32 hex digits")
+    system_title: str | None = Field(None, pattern=r"^[0-9A-Fa-f]{16}$",
+                                     description="server system title, 16 hex digits (default: derived from the "
+                                                 "gateway id)")
+    public_client: bool = Field(True, description="let the public client (SAP 16, no security) read the logical "
+                                                  "device names and the SAP list")
+    idle_timeout_s: float = Field(120, gt=0, le=86400, description="close a connection silent for this long")
+    max_connections: int = Field(32, ge=1, le=1024)
+    max_pdu_size: int = Field(4096, ge=64, le=0xFFFF, description="largest APDU accepted from the HES")
+    push: DlmsPush | None = None
+
+    @model_validator(mode="after")
+    def _keys_together(self) -> DlmsUplink:
+        if (self.ek_file is None) != (self.ak_file is None):
+            raise ValueError("ek_file and ak_file go together (the management client's keys)")
+        return self
+
+
 class Uplinks(Model):
     mqtt: list[MqttUplink] = Field(default_factory=list)
+    dlms: list[DlmsUplink] = Field(default_factory=list, description="[uplinks.dlms] or [[uplinks.dlms]]")
+
+    @field_validator("dlms", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
 
 
 class SerialOrTcp(Model):
@@ -171,11 +266,7 @@ class SerialOrTcp(Model):
     @field_validator("tcp")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
-        if value is not None:
-            host, sep, port = value.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError("must be HOST:PORT")
-        return value
+        return None if value is None else _host_port(value)
 
     @model_validator(mode="after")
     def _one_way_in(self):
@@ -184,7 +275,14 @@ class SerialOrTcp(Model):
         return self
 
 
-class MBusBus(SerialOrTcp):
+class BusHealth(Model):
+    """Per-bus thresholds of the meters' health; unset: the ``[gateway]`` ones."""
+
+    failing_after: int | None = Field(None, ge=1, le=1000)
+    unreachable_after: int | None = Field(None, ge=1, le=1000)
+
+
+class MBusBus(SerialOrTcp, BusHealth):
     """A wired M-Bus behind a level converter (EN 13757-2)."""
 
     name: str = Field(pattern=NAME_PATTERN)
@@ -201,7 +299,7 @@ class MBusBus(SerialOrTcp):
         return value
 
 
-class DlmsLine(SerialOrTcp):
+class DlmsLine(SerialOrTcp, BusHealth):
     """A line to DLMS/COSEM meters: RS-485 (HDLC, many meters by HDLC address) on a serial
     port or a TCP serial server, or a TCP endpoint speaking the IEC 62056-47 wrapper.
 
@@ -246,7 +344,7 @@ WMBUS_DEFAULT_BAUD = {"imst": 57600, "amber": 9600, "cul": 38400}
 WMBUS_BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 
 
-class WMBusDongle(SerialOrTcp):
+class WMBusDongle(SerialOrTcp, BusHealth):
     """A wireless M-Bus radio dongle (EN 13757-4), listened to all the time."""
 
     name: str = Field(pattern=NAME_PATTERN)
@@ -560,6 +658,33 @@ class ModbusMeter(Model):
 Meter = Annotated[Union[MBusMeter, DlmsMeter, WMBusMeter, ModbusMeter], Field(discriminator="protocol")]
 
 
+class MetricsSection(Model):
+    """An optional Prometheus text endpoint (``GET /metrics``), off unless ``listen`` is set."""
+
+    listen: str | None = Field(None, description="HOST:PORT, e.g. 127.0.0.1:9108; loopback only unless allow_remote")
+    allow_remote: bool = Field(False, description="permit a non-loopback listen address (the figures are not secret "
+                                                  "but reveal the installation)")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        return None if value is None else _host_port(value)
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> MetricsSection:
+        if self.listen is not None and not self.allow_remote and not is_loopback(self.host):
+            raise ValueError(f"{self.host} is not a loopback address; set allow_remote = true to listen there")
+        return self
+
+    @property
+    def host(self) -> str:
+        return (self.listen or "").rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int((self.listen or ":0").rpartition(":")[2])
+
+
 class GatewayConfig(Model):
     """The whole configuration. A DLMS meter without ``system_title`` gets the client
     system title derived from the gateway id (:func:`derived_system_title`)."""
@@ -570,6 +695,7 @@ class GatewayConfig(Model):
     uplinks: Uplinks = Field(default_factory=Uplinks)
     buses: list[Bus] = Field(default_factory=list)
     meters: list[Meter] = Field(default_factory=list)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
 
     @model_validator(mode="before")
     @classmethod
@@ -606,12 +732,15 @@ def cross_check(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]
     """Problems no single section can see: unique names and references between sections,
     each with the location of the setting to fix."""
     problems: list[tuple[tuple[str | int, ...], str]] = []
-    for section, items in (("buses", config.buses), ("meters", config.meters), ("uplinks.mqtt", config.uplinks.mqtt)):
+    named = (("buses", config.buses), ("meters", config.meters), ("uplinks.mqtt", config.uplinks.mqtt),
+             ("uplinks.dlms", config.uplinks.dlms))
+    for section, items in named:
         seen: set[str] = set()
         for index, item in enumerate(items):
             if item.name in seen:
                 problems.append(((*section.split("."), index, "name"), f"{item.name!r} is used twice; names must be unique"))
             seen.add(item.name)
+    problems += _dlms_problems(config)
     buses = {bus.name: bus for bus in config.buses}
     for index, meter in enumerate(config.meters):
         bus = buses.get(meter.bus)
@@ -622,6 +751,11 @@ def cross_check(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]
             problems.append((("meters", index, "bus"), f"bus {bus.name!r} is {bus.protocol}, but this meter speaks {meter.protocol}"))
         if isinstance(meter, DlmsMeter):
             problems += _dlms_key_problems(index, meter, config.allows_test_keys)
+    for index, bus in enumerate(config.buses):
+        failing = getattr(bus, "failing_after", None) or config.gateway.failing_after
+        if failing > (getattr(bus, "unreachable_after", None) or config.gateway.unreachable_after):
+            problems.append((("buses", index, "failing_after"), "failing_after must not exceed unreachable_after "
+                             "(this bus's or [gateway]'s)"))
     problems += _wireless_problems(config)
     problems += _modbus_problems(config)
     return problems
@@ -689,6 +823,37 @@ def key_file_problem(reference: str) -> str | None:
     if not re.fullmatch(rb"[0-9A-Fa-f]{32}", text.replace(b" ", b"")):
         return f"{resolve_secret_path(reference)}: an AES-128 key file holds 32 hex digits, this one does not"
     return None
+
+
+def _dlms_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    listening: set[tuple[str, int]] = set()
+    mqtt_names = {uplink.name for uplink in config.uplinks.mqtt}
+    for index, server in enumerate(config.uplinks.dlms):
+        if server.name in mqtt_names:
+            problems.append((("uplinks", "dlms", index, "name"),
+                             f"{server.name!r} names an MQTT uplink too; uplink names must be unique (store cursors)"))
+        if server.enabled and server.port:
+            if (server.host, server.port) in listening:
+                problems.append((("uplinks", "dlms", index, "port"), f"{server.host}:{server.port} is used twice"))
+            listening.add((server.host, server.port))
+        if server.push is not None and server.push.security != "none" and server.ek_file is None:
+            problems.append((("uplinks", "dlms", index, "push", "security"),
+                             "ciphered pushes need the management keys (ek_file, ak_file)"))
+        if not server.enabled or server.ek_file is None or server.ak_file is None:
+            continue
+        for name, reference in (("ek_file", server.ek_file), ("ak_file", server.ak_file)):
+            if reference.startswith("credential:") and not os.environ.get("CREDENTIALS_DIRECTORY"):
+                continue  # checked when the server loads it, inside the service
+            try:
+                problem = published_key_problem(read_key(reference), config.allows_test_keys)
+                problem = problem and f"{reference} {problem}"
+            except ConfigError as exc:
+                problem = "; ".join(exc.problems)
+            if problem:
+                problems.append((("uplinks", "dlms", index, name), problem))
+    return problems
+
 
 
 def load_config(path: str | Path) -> GatewayConfig:

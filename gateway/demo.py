@@ -27,9 +27,15 @@ from gateway.model import Event, Reading, Record, value_text
 
 SIMULATED_MBUS = "simulated:mbus"
 SIMULATED_WMBUS = "simulated:wmbus"
-DEMO_KEY_REFERENCE = "demo-key"
-#: The wireless demo meters' AES-128 key: the well-known test key 000102…0F (never a real one).
-DEMO_WMBUS_KEY = bytes(range(16)).hex().upper()
+#: The demo's keys, all well-known test keys (never real ones): the wireless meters' AES-128
+#: key and the DLMS server's Green Book encryption (000102…0F) and authentication (D0D1…DF) keys.
+DEMO_KEYS = {
+    "demo-key": bytes(range(16)).hex().upper(),
+    "demo-ek": bytes(range(16)).hex().upper(),
+    "demo-ak": bytes(range(0xD0, 0xE0)).hex().upper(),
+}
+DEMO_WMBUS_KEY = DEMO_KEYS["demo-key"]
+DEFAULT_DLMS_PORT = 4059
 #: Where the demo meters' counters started; their values follow the wall clock from here,
 #: so energy and volume only ever grow, across demo runs too.
 METER_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -45,11 +51,12 @@ class DemoOptions:
     state_dir: Path = field(default_factory=default_state_dir)
     duration_s: float | None = None
     mqtt_url: str | None = None
+    dlms_port: int = DEFAULT_DLMS_PORT
 
 
-def demo_config(options: DemoOptions, ports: dict[str, str], key_file: Path) -> GatewayConfig:
-    """The packaged demo configuration with the simulators' ports, the demo key file, the
-    state directory and the optional MQTT uplink filled in."""
+def demo_config(options: DemoOptions, ports: dict[str, str], key_files: dict[str, Path]) -> GatewayConfig:
+    """The packaged demo configuration with the simulators' ports, the demo key files, the
+    state directory, the DLMS port and the optional MQTT uplink filled in."""
     source = resources.files("gateway") / "data" / "demo.toml"
     text = source.read_text(encoding="utf-8")
     data = parse_toml(text, str(source))
@@ -57,22 +64,33 @@ def demo_config(options: DemoOptions, ports: dict[str, str], key_file: Path) -> 
     for bus in data.get("buses", []):
         bus["port"] = ports.get(bus.get("port"), bus.get("port"))
     for meter in data.get("meters", []):
-        if meter.get("key_file") == DEMO_KEY_REFERENCE:
-            meter["key_file"] = str(key_file)
+        _fill_key_files(meter, key_files, "key_file")
+    servers = data.get("uplinks", {}).get("dlms", [])
+    for server in [servers] if isinstance(servers, dict) else servers:
+        _fill_key_files(server, key_files, "ek_file", "ak_file")
+        server["port"] = options.dlms_port
     if options.mqtt_url:
         data.setdefault("uplinks", {})["mqtt"] = [{"name": "demo", "url": options.mqtt_url}]
     return validate_config(data, text, str(source))
 
 
-def write_demo_key(state_dir: Path) -> Path:
-    """The wireless demo meters' key, in a file only this user can read (as any key file)."""
+def _fill_key_files(section: dict[str, object], key_files: dict[str, Path], *fields: str) -> None:
+    for name in fields:
+        if section.get(name) in key_files:
+            section[name] = str(key_files[section[name]])
+
+
+def write_demo_keys(state_dir: Path) -> dict[str, Path]:
+    """The demo's test keys, each in a file only this user can read (as any key file)."""
     keys = state_dir / "keys"
     keys.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = keys / "demo-wmbus.key"
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(DEMO_WMBUS_KEY + "\n")
-    return path
+    paths = {}
+    for reference, key in DEMO_KEYS.items():
+        path = paths[reference] = keys / f"{reference}.key"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(key + "\n")
+    return paths
 
 
 class ReadingPrinter:
@@ -106,15 +124,17 @@ async def run_demo(options: DemoOptions, out: TextIO, err: TextIO) -> int:
     from gateway.simulators.wmbus import ImstDongle, serve_dongle
     from gateway.transports import LineSettings
 
-    key_file = write_demo_key(options.state_dir)
+    key_files = write_demo_keys(options.state_dir)
     slaves = [SimulatedSlave(address, _heat_meter(address)) for address in (1, 2, 3)]
     printer = ReadingPrinter(out)
     started = time.monotonic()
     async with serve_pty(SimulatedBus(slaves), Pacing(LineSettings(2400))) as wired, \
             serve_dongle(ImstDongle(), [_water_meter(n) for n in (1, 2)]) as radio:
-        config = demo_config(options, {SIMULATED_MBUS: wired.path, SIMULATED_WMBUS: radio.path}, key_file)
+        config = demo_config(options, {SIMULATED_MBUS: wired.path, SIMULATED_WMBUS: radio.path}, key_files)
         err.write(f"demo: 3 simulated M-Bus heat meters on {wired.path} (2400 baud), 2 encrypted wireless "
                   f"water meters heard by a simulated IMST dongle on {radio.path}; state in {options.state_dir}\n")
+        err.write(f"demo: DLMS/COSEM server on 127.0.0.1:{options.dlms_port} (wrapper; management client SAP 1 "
+                  "with HLS-GMAC and the Green Book keys, public client SAP 16)\n")
         if options.mqtt_url:
             err.write(f"demo: publishing signed readings to {options.mqtt_url} "
                       f"(topics metering/{config.gateway.id}/...)\n")
@@ -150,7 +170,7 @@ def _water_meter(number: int) -> object:
     from gateway.codecs.mbus.wmbus_security import AesKey
     from gateway.simulators.wmbus import WirelessMeterModel
 
-    interval_s, step_l = 4.0, 7
+    interval_s, step_l = 4.0, 1
     # The model adds step_l per telegram; its starting volume grows with the wall clock at
     # twice that rate, so a later demo run always starts above where an earlier one ended.
     litres_per_hour = 2 * step_l * 3600 / interval_s

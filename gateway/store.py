@@ -146,6 +146,17 @@ CREATE INDEX IF NOT EXISTS records_device ON records(device);
 CREATE INDEX IF NOT EXISTS records_events ON records(kind) WHERE kind = 1;
 CREATE TABLE IF NOT EXISTS cursors (uplink TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+-- the append-only audit log of security-relevant actions, hash-chained (gateway/audit.py);
+-- retention never touches it
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    action TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    details TEXT NOT NULL,                     -- JSON object
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
 """
 
 _INSERT_RECORD = "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -159,6 +170,26 @@ _SELECT_RECORDS = f"SELECT {_RECORD_COLUMNS} FROM records r LEFT JOIN frames f O
 _NEWEST_SINCE = (
     f"SELECT series, MAX(seq) AS seq FROM records NOT INDEXED WHERE seq > ? AND kind = {READING} GROUP BY series"
 )
+
+# For the DLMS server's profiles (gateway/uplinks/dlms_server): captured_at as a key that
+# sorts as time (the stored text has no fraction when the microseconds are 0, and "Z" sorts
+# after "."), and the decimal exponent of a stored number (a Decimal's text, or an int).
+_TIME_KEY = (
+    "(CASE WHEN length(captured_at) = 20 THEN substr(captured_at, 1, 19) || '.000000'"
+    " ELSE substr(captured_at, 1, 26) END)"
+)
+_EXPONENT = (
+    "(CASE WHEN instr(value, 'E') > 0 THEN CAST(substr(value, instr(value, 'E') + 1) AS INTEGER)"
+    " - (CASE WHEN instr(value, '.') > 0 THEN instr(value, 'E') - instr(value, '.') - 1 ELSE 0 END)"
+    " WHEN instr(value, '.') > 0 THEN instr(value, '.') - length(value) ELSE 0 END)"
+)
+# The first reading of each capture: readings of a device in seq order, a new capture
+# whenever captured_at changes (the readings of one telegram share their capture time).
+_CAPTURES = (
+    f"SELECT seq, captured_at, LAG(captured_at) OVER (ORDER BY seq) AS previous FROM records"
+    f" WHERE device = ? AND kind = {READING} AND seq <= ?{{window}}"
+)
+_NEW_CAPTURE = "previous IS NULL OR previous != captured_at"
 
 
 # -- exact values -------------------------------------------------------------------------
@@ -208,6 +239,22 @@ def iso_text(moment: datetime) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
+def time_key(moment: datetime) -> str:
+    """The sortable form of a capture time the profile queries compare with
+    (``2024-05-01T12:00:00.000000``, UTC)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def _window(start: str | None, end: str | None) -> tuple[str, list[str]]:
+    """SQL and arguments restricting captured_at to [start, end] (time keys; None: open)."""
+    sql, args = "", []
+    if start is not None:
+        sql, args = f" AND {_TIME_KEY} >= ?", [start]
+    if end is not None:
+        sql, args = sql + f" AND {_TIME_KEY} <= ?", [*args, end]
+    return sql, args
+
+
 def to_ms(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(milliseconds=1)
 
@@ -246,6 +293,18 @@ class StoreStats:
         out["quarantined"] = [str(path) for path in self.quarantined]
         out["full_since"] = None if self.full_since is None else utc_text(self.full_since)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    """What one device measures (:meth:`Store.device_series`): ``exponent`` is the smallest
+    decimal exponent among its stored numeric values (``None`` when it has none)."""
+
+    id: int
+    quantity: str
+    obis: str | None
+    unit: str | None
+    exponent: int | None
 
 
 class _Corrupt(Exception):
@@ -757,6 +816,27 @@ class _SyncStore:
             self.full_since = None
         return list(seqs)
 
+    def append_audit(self, entry: dict[str, Any], make_event: Callable[[dict[str, Any]], Event]) -> dict[str, Any]:
+        """Append ``entry`` (at, action, actor, details) to the audit chain and its event to
+        the records, in one transaction; returns the entry with its id, prev and hash."""
+        from gateway.audit import chain_hash
+
+        with self._errors("appending to the audit log"), self._durable(), self._transaction() as tx:
+            row = self.conn.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+            number, prev = (row[0] + 1, row[1]) if row else (1, "")
+            entry = {**entry, "id": number, "prev": prev}
+            entry["hash"] = chain_hash(entry)
+            self.conn.execute("INSERT INTO audit VALUES (?,?,?,?,?,?,?)",
+                              (number, entry["at"], entry["action"], entry["actor"],
+                               json.dumps(entry["details"], sort_keys=True), prev, entry["hash"]))
+            self._insert(tx, [make_event(entry)])
+        return entry
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT id, at, action, actor, details, prev, hash FROM audit ORDER BY id")
+        return [{"id": i, "at": at, "action": action, "actor": actor, "details": json.loads(details), "prev": prev,
+                 "hash": digest} for i, at, action, actor, details, prev, digest in rows]
+
     def _recovered_event(self) -> Event:
         now = self.clock()
         assert self.full_since is not None
@@ -993,6 +1073,87 @@ class _SyncStore:
                 (device_id, after, limit),
             ).fetchall()
         return self._rebuild(rows)
+
+    # -- profiles for the DLMS server: rows streamed by seq, never a whole table --
+
+    def _known_device(self, device: str) -> int | None:
+        device_id = self._device_ids.get(device)
+        if device_id is None:
+            self._load_names()
+            device_id = self._device_ids.get(device)
+        return device_id
+
+    def device_names(self) -> list[str]:
+        return [name for (name,) in self.conn.execute("SELECT name FROM devices ORDER BY id")]
+
+    def device_series(self, device: str, exponents: bool) -> list[SeriesInfo]:
+        device_id = self._known_device(device)
+        if device_id is None:
+            return []
+        smallest = {} if not exponents else dict(self.conn.execute(
+            f"SELECT series, MIN({_EXPONENT}) FROM records WHERE device = ? AND kind = {READING}"
+            " AND vtype IN ('d', 'i') AND value NOT GLOB '*[IN]*' GROUP BY series", (device_id,)))
+        rows = self.conn.execute("SELECT id, quantity, obis, unit FROM series WHERE device = ? ORDER BY id", (device_id,))
+        return [SeriesInfo(id_, quantity, obis, unit, smallest.get(id_)) for id_, quantity, obis, unit in rows]
+
+    def capture_count(self, device: str, upto: int, start: str | None, end: str | None) -> int:
+        device_id = self._known_device(device)
+        if device_id is None:
+            return 0
+        window, args = _window(start, end)
+        query = f"SELECT COUNT(*) FROM ({_CAPTURES.format(window=window)}) WHERE {_NEW_CAPTURE}"
+        return self.conn.execute(query, (device_id, upto, *args)).fetchone()[0]
+
+    def capture_start(self, device: str, upto: int, start: str | None, end: str | None, entry: int) -> int | None:
+        """The seq of the first reading of capture number ``entry`` (1-based), or None."""
+        device_id = self._known_device(device)
+        if device_id is None:
+            return None
+        window, args = _window(start, end)
+        query = f"SELECT seq FROM ({_CAPTURES.format(window=window)}) WHERE {_NEW_CAPTURE} LIMIT 1 OFFSET ?"
+        row = self.conn.execute(query, (device_id, upto, *args, entry - 1)).fetchone()
+        return None if row is None else row[0]
+
+    def capture_rows(self, device: str, after: int, upto: int, start: str | None, end: str | None,
+                     limit: int) -> list[tuple[int, str, int, Any, str | None]]:
+        """Up to ``limit`` readings ``(seq, captured_at, series, value, vtype)`` of a device
+        with after < seq <= upto, ascending; values as stored (see :func:`decode_value`)."""
+        device_id = self._known_device(device)
+        if device_id is None:
+            return []
+        window, args = _window(start, end)
+        return self.conn.execute(
+            f"SELECT seq, captured_at, series, value, vtype FROM records WHERE device = ? AND kind = {READING}"
+            f" AND seq > ? AND seq <= ?{window} ORDER BY seq LIMIT ?", (device_id, after, upto, *args, limit)).fetchall()
+
+    def event_count(self, upto: int, start: str | None, end: str | None) -> int:
+        window, args = _window(start, end)
+        return self.conn.execute(f"SELECT COUNT(*) FROM records WHERE kind = {EVENT} AND seq <= ?{window}",
+                                 (upto, *args)).fetchone()[0]
+
+    def event_start(self, upto: int, start: str | None, end: str | None, entry: int) -> int | None:
+        window, args = _window(start, end)
+        row = self.conn.execute(f"SELECT seq FROM records WHERE kind = {EVENT} AND seq <= ?{window}"
+                                " ORDER BY seq LIMIT 1 OFFSET ?", (upto, *args, entry - 1)).fetchone()
+        return None if row is None else row[0]
+
+    def event_rows(self, after: int, upto: int, start: str | None, end: str | None,
+                   limit: int) -> list[tuple[int, str, str | None, str, str, str]]:
+        """Up to ``limit`` events ``(seq, occurred_at, device, code, severity, message)``."""
+        window, args = _window(start, end)
+        return self.conn.execute(
+            f"SELECT r.seq, r.captured_at, d.name, r.code, r.severity, r.message FROM records r"
+            f" LEFT JOIN devices d ON d.id = r.device WHERE r.kind = {EVENT} AND r.seq > ? AND r.seq <= ?{window}"
+            " ORDER BY r.seq LIMIT ?", (after, upto, *args, limit)).fetchall()
+
+    def has_events_after(self, seq: int) -> bool:
+        return self.conn.execute(f"SELECT 1 FROM records WHERE kind = {EVENT} AND seq > ? LIMIT 1",
+                                 (seq,)).fetchone() is not None
+
+    def state_items(self, prefix: str) -> dict[str, str]:
+        # a range of the primary key (LIKE would ignore case): every key that starts with prefix
+        return dict(self.conn.execute("SELECT key, value FROM state WHERE key >= ? AND key < ?",
+                                      (prefix, prefix + "\U0010ffff")))
 
     def last_readings(self) -> list[StoredRecord]:
         """The newest reading per (device, quantity) (a quantity whose unit or OBIS code
@@ -1276,6 +1437,13 @@ class Store:
         disk-full reserve. Returns how many records were dropped. Call it periodically."""
         return await self._call(self._sync.enforce_retention)
 
+    async def append_audit(self, entry: dict[str, Any], make_event: Callable[[dict[str, Any]], Event]) -> dict[str, Any]:
+        """Append to the audit log and store its event (see :mod:`gateway.audit`)."""
+        return await self._call(self._sync.append_audit, entry, make_event)
+
+    async def audit_log(self) -> list[dict[str, Any]]:
+        return await self._call(self._sync.audit_log)
+
     async def set_state(self, key: str, value: str) -> None:
         """Durable small key-value state (survives power loss even with synchronous=normal)."""
         await self._call(self._sync.set_state, key, value)
@@ -1331,6 +1499,51 @@ class Store:
     async def last_readings(self) -> list[StoredRecord]:
         """The newest stored reading per (device, quantity), sorted by device and quantity."""
         return await self._call(self._sync.last_readings)
+
+    async def state_items(self, prefix: str) -> dict[str, str]:
+        """Every durable state value whose key starts with ``prefix``."""
+        return await self._call(self._sync.state_items, prefix)
+
+    # -- profiles for the DLMS server: counted and streamed page by page --
+    # Readings of a device form captures (consecutive readings sharing captured_at); times
+    # are :func:`time_key` strings, inclusive, None for open; ``upto`` is the highest seq
+    # considered, so that a count and the rows read after it agree.
+
+    async def device_names(self) -> list[str]:
+        """Every device the store has had a record of, in the order they first came."""
+        return await self._call(self._sync.device_names)
+
+    async def device_series(self, device: str, *, exponents: bool = True) -> list[SeriesInfo]:
+        """The series of ``device``, with the smallest exponent of their numeric values
+        (which reads every reading of the device) unless ``exponents`` is False."""
+        return await self._call(self._sync.device_series, device, exponents)
+
+    async def capture_count(self, device: str, upto: int, start: str | None = None, end: str | None = None) -> int:
+        return await self._call(self._sync.capture_count, device, upto, start, end)
+
+    async def capture_start(self, device: str, upto: int, start: str | None, end: str | None,
+                            entry: int) -> int | None:
+        """The seq of the first reading of capture number ``entry`` (1-based), or None."""
+        return await self._call(self._sync.capture_start, device, upto, start, end, entry)
+
+    async def capture_rows(self, device: str, after: int, upto: int, start: str | None, end: str | None,
+                           limit: int) -> list[tuple[int, str, int, Any, str | None]]:
+        """Up to ``limit`` readings ``(seq, captured_at, series, value, vtype)`` after ``after``."""
+        return await self._call(self._sync.capture_rows, device, after, upto, start, end, limit)
+
+    async def event_count(self, upto: int, start: str | None = None, end: str | None = None) -> int:
+        return await self._call(self._sync.event_count, upto, start, end)
+
+    async def event_start(self, upto: int, start: str | None, end: str | None, entry: int) -> int | None:
+        return await self._call(self._sync.event_start, upto, start, end, entry)
+
+    async def event_rows(self, after: int, upto: int, start: str | None, end: str | None,
+                         limit: int) -> list[tuple[int, str, str | None, str, str, str]]:
+        """Up to ``limit`` events ``(seq, occurred_at, device, code, severity, message)``."""
+        return await self._call(self._sync.event_rows, after, upto, start, end, limit)
+
+    async def has_events_after(self, seq: int) -> bool:
+        return await self._call(self._sync.has_events_after, seq)
 
     async def stats(self) -> StoreStats:
         return await self._call(self._sync.stats)

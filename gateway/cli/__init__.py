@@ -35,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.modbus_read",
     "gateway.cli.wmbus_listen",
     "gateway.cli.demo",
+    "gateway.cli.operations",
 )
 
 VERB_HELP = {

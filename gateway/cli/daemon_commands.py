@@ -52,29 +52,57 @@ def schema_command(_args: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from gateway.app import Gateway
     from gateway.config import load_config
+    from gateway.config_versions import ConfigVersions, effective_config
     from gateway.errors import ConfigError
     from gateway.logging_setup import configure_logging, enable_fault_tracebacks
     from gateway.placeholders import placeholder_problems
 
     configure_logging(args.verbose)
     enable_fault_tracebacks()
-    config = load_config(args.config)
-    if args.refuse_placeholders and (problems := placeholder_problems(config, args.config)):
+    operator_file = Path(args.config)
+    operator = load_config(operator_file)
+    if args.refuse_placeholders and (problems := placeholder_problems(operator, args.config)):
         raise ConfigError(problems)
-    return asyncio.run(run_until_signalled(Gateway(config)))
+    versions = ConfigVersions(operator.state_dir, operator.gateway.config_versions)
+    operator_text = operator_file.read_text(encoding="utf-8")
+    text, source = versions.startup_text(operator_text)
+    registry = versions.registry_meters()
+    try:
+        config = effective_config(text, registry, operator_file if source == "operator file" else versions.directory)
+    except ConfigError as exc:
+        if source == "operator file":
+            raise
+        import logging
+
+        logging.getLogger(__name__).error("the active configuration cannot be used (%s); starting from %s",
+                                          "; ".join(exc.problems), operator_file)
+        text, source = operator_text, "operator file"
+        config = effective_config(text, registry, operator_file)
+    gateway = Gateway(config, config_text=text, config_source=source, operator_file=operator_file)
+    return asyncio.run(run_until_signalled(gateway))
 
 
 async def run_until_signalled(gateway) -> int:
-    """Run until SIGTERM or SIGINT, then stop cleanly (exit 0)."""
+    """Run until SIGTERM or SIGINT, then stop cleanly (exit 0); SIGHUP reloads the
+    configuration (when the gateway has an operator's file to read)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stop_by(signum: signal.Signals) -> None:
+        gateway.stop_reason = f"signal {signum.name}"
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stop_by, signum)
+    if hasattr(gateway, "request_reload"):
+        loop.add_signal_handler(signal.SIGHUP, gateway.request_reload)
     try:
         await gateway.run(stop)
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
     return 0

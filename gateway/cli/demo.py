@@ -12,7 +12,8 @@ from gateway.cli import Verbs
 EPILOG = """\
 With nothing else installed the demo polls three simulated M-Bus heat meters on a
 pseudo-terminal, stores every reading in STATE_DIR/store.sqlite and prints them as they are
-committed. --mqtt also signs and publishes them. The same --state-dir is reused across runs
+committed, and serves them over DLMS/COSEM on 127.0.0.1:4059 (the Green Book test keys).
+--mqtt also signs and publishes them. The same --state-dir is reused across runs
 (store, keys and cursors carry over), so a killed demo resumes where it was.
 Then try:  gateway readings --state-dir DIR   |   gateway status --state-dir DIR
 """
@@ -28,12 +29,15 @@ def register(verbs: Verbs) -> None:
     parser.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
                         help=f"store, signing key and cursors (default {default_state_dir()})")
     parser.add_argument("--mqtt", metavar="URL", help="also publish to this MQTT broker, e.g. mqtt://127.0.0.1:1883")
+    parser.add_argument("--dlms-port", type=int, default=4059, metavar="N",
+                        help="serve DLMS/COSEM to an HES on 127.0.0.1:N (default 4059; 0 picks a free port)")
 
 
 def demo_command(args: argparse.Namespace) -> int:
     from gateway.demo import DemoOptions, run_demo
 
-    options = DemoOptions(duration_s=args.duration, mqtt_url=args.mqtt)
+    settings = {"duration_s": args.duration, "mqtt_url": args.mqtt, "dlms_port": args.dlms_port}
     if args.state_dir is not None:
-        options = DemoOptions(state_dir=args.state_dir, duration_s=args.duration, mqtt_url=args.mqtt)
+        settings["state_dir"] = args.state_dir
+    options = DemoOptions(**settings)
     return asyncio.run(run_demo(options, sys.stdout, sys.stderr))

@@ -1,7 +1,9 @@
-"""``gateway keys generate|export``: the gateway's signing key (ECDSA P-256).
+"""``gateway keys generate|export|rotate``: the gateway's signing key (ECDSA P-256).
 
 The private key never leaves its file: ``generate`` prints the key id, ``export`` the public
-key (PEM or JWK) with its key id.
+key (PEM or JWK) with its key id, ``export --all`` the retired public keys too (data signed
+before a rotation stays verifiable), ``rotate`` replaces the key (through the running daemon,
+whose uplinks sign with the new one from their next message) and records it in the audit log.
 """
 
 from __future__ import annotations
@@ -28,8 +30,15 @@ def register(verbs: Verbs) -> None:
         "export", help="print the public key with its key id", description="Print the public signing key with its key id."
     )
     export.add_argument("--format", choices=("pem", "jwk"), default="pem", help="PEM (default) or JSON Web Key")
+    export.add_argument("--all", action="store_true", help="also the public keys retired by rotations (JWK: a JWK Set)")
     add_state_arguments(export)
     export.set_defaults(handler=export_key)
+    rotate = actions.add_parser(
+        "rotate", help="replace the signing key with a new one (the old public key stays exportable)",
+        description="Replace the signing key; print the new key id. The running daemon signs with it from its next "
+                    "message; the old public key is kept for `gateway keys export --all`.")
+    add_state_arguments(rotate)
+    rotate.set_defaults(handler=rotate_key)
 
 
 def generate_key(args: argparse.Namespace) -> int:
@@ -54,13 +63,59 @@ def generate_key(args: argparse.Namespace) -> int:
 
 
 def export_key(args: argparse.Namespace) -> int:
-    from gateway.signing import SigningKey
+    from gateway.keyring import retired_public_keys
+    from gateway.signing import SigningKey, load_public_key, public_jwk
 
-    key = SigningKey.load(local_state(args).key_path)
+    path = local_state(args).key_path
+    key = SigningKey.load(path)
+    retired = retired_public_keys(path) if args.all else {}
     if args.format == "jwk":
-        print(json.dumps(key.public_jwk(), indent=2))
+        if args.all:
+            jwks = [key.public_jwk(), *({**public_jwk(load_public_key(pem)), "kid": kid, "alg": "ES256", "use": "sig"}
+                                        for kid, pem in retired.items())]
+            print(json.dumps({"keys": jwks}, indent=2))
+        else:
+            print(json.dumps(key.public_jwk(), indent=2))
+        return 0
+    # RFC 7468 §5.2: text before the BEGIN line is allowed and ignored by parsers
+    print(f"kid: {key.kid}")
+    sys.stdout.write(key.public_pem())
+    for kid, pem in retired.items():
+        print(f"kid: {kid} (retired)")
+        sys.stdout.write(pem)
+    return 0
+
+
+def rotate_key(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.audit import local_actor, record
+    from gateway.control import DaemonNotRunning, request
+    from gateway.keyring import rotate
+
+    state = local_state(args)
+    assert state.state_dir is not None
+    try:
+        answer = asyncio.run(request(state.state_dir, "keys.rotate", {"actor": local_actor()}))
+    except DaemonNotRunning:
+        old, new = rotate(state.key_path, state.state_dir)
+        old_kid = old.kid if old is not None else ""
+
+        async def audit() -> None:
+            from gateway.store import Store
+
+            state.store_path.parent.mkdir(parents=True, exist_ok=True)
+            async with Store(state.store_path, state.store) as store:
+                await record(store, "key_rotated", local_actor(), {"old_kid": old_kid, "new_kid": new.kid})
+
+        asyncio.run(audit())
+        result = {"old_kid": old_kid, "new_kid": new.kid}
     else:
-        # RFC 7468 §5.2: text before the BEGIN line is allowed and ignored by parsers
-        print(f"kid: {key.kid}")
-        sys.stdout.write(key.public_pem())
+        if not answer.get("ok"):
+            from gateway.cli import CommandFailed
+
+            raise CommandFailed(f"the daemon did not rotate the key: {answer.get('error')}")
+        result = answer["result"]
+    print(f"the key {result['old_kid']} is retired (its public key stays exportable)", file=sys.stderr)
+    print(result["new_kid"])
     return 0

@@ -31,6 +31,7 @@ class LocalState:
     key_path: Path
     store: StoreSection
     config: GatewayConfig | None = None
+    state_dir: Path | None = None
 
 
 def add_state_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,10 +45,10 @@ def local_state(args: argparse.Namespace) -> LocalState:
     when neither is given."""
     if args.config is not None:
         config = load_config(args.config)
-        return LocalState(config.store_path, config.signing_key_path, config.store, config)
+        return LocalState(config.store_path, config.signing_key_path, config.store, config, config.state_dir)
     if args.state_dir is not None:
         reference = GatewayConfig.model_validate({"gateway": {"id": "local", "state_dir": args.state_dir}})
-        return LocalState(reference.store_path, reference.signing_key_path, reference.store)
+        return LocalState(reference.store_path, reference.signing_key_path, reference.store, None, reference.state_dir)
     raise UsageError("say where the gateway keeps its state: --config FILE or --state-dir DIR")
 
 

@@ -23,9 +23,10 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
+from gateway.collectors.health import MeterHealth, Thresholds, failure_reason, transition_event
 from gateway.collectors.schedule import next_due
 from gateway.errors import GatewayError
-from gateway.model import Event, Reading, Record, Severity, utc_now
+from gateway.model import Reading, Record, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -62,32 +63,6 @@ class Collector(Protocol):
     def status(self) -> dict[str, Any]: ...
 
     def meters(self) -> list[str]: ...
-
-
-@dataclass
-class MeterHealth:
-    """A meter's communication health as the HES sees it in ``status``."""
-
-    name: str
-    device: str | None = None
-    reads: int = 0
-    failures: int = 0
-    consecutive_failures: int = 0
-    last_success: datetime | None = None
-    last_failure: datetime | None = None
-    last_error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "device": self.device,
-            "state": "ok" if self.consecutive_failures == 0 else "failing",
-            "reads": self.reads,
-            "failures": self.failures,
-            "consecutive_failures": self.consecutive_failures,
-            "last_success": self.last_success.isoformat() if self.last_success else None,
-            "last_failure": self.last_failure.isoformat() if self.last_failure else None,
-            "last_error": self.last_error,
-        }
 
 
 class PolledMeter(Protocol):
@@ -128,6 +103,7 @@ class PolledBus(ABC, Generic[M]):
         tz: ZoneInfo,
         *,
         clock: Callable[[], datetime] = utc_now,
+        thresholds: Thresholds = Thresholds(),
     ) -> None:
         self.name = name
         self._meters = {meter.name: meter for meter in meters}
@@ -137,8 +113,11 @@ class PolledBus(ABC, Generic[M]):
         self._on_demand: deque[tuple[M, Callable[[M], Awaitable[Any]], asyncio.Future[Any]]] = deque()
         self._wake = asyncio.Event()
         self._stopping = False
-        self.health = {meter.name: MeterHealth(meter.name) for meter in meters}
+        self.health = {meter.name: MeterHealth(meter.name, thresholds=thresholds) for meter in meters}
         self.counters: dict[str, int] = {"reads": 0, "failures": 0, "on_demand": 0}
+        #: True while the bus is open (``connect`` succeeded): a new configuration's bus is
+        #: up when this turns true within the grace period.
+        self.connected = False
 
     # -- what subclasses provide ----------------------------------------------------------
 
@@ -161,22 +140,29 @@ class PolledBus(ABC, Generic[M]):
         for order, meter in enumerate(self._meters.values()):
             heapq.heappush(queue, _Due(self._next_slot(meter, now), order, meter))
         async with self.connect():
-            while not self._stopping:
-                self._wake.clear()
-                if self._on_demand:
-                    await self._run_on_demand(*self._on_demand.popleft())
-                    continue
-                wait_s = (queue[0].at - self._clock()).total_seconds() if queue else None
-                if wait_s is not None and wait_s <= 0:
-                    due = heapq.heappop(queue)
-                    await self._poll(due.meter)
-                    heapq.heappush(queue, _Due(self._next_slot(due.meter, self._clock()), due.order, due.meter))
-                    continue
-                try:
-                    async with asyncio.timeout(wait_s):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+            self.connected = True
+            try:
+                await self._serve(queue)
+            finally:
+                self.connected = False
+
+    async def _serve(self, queue: list[_Due]) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            if self._on_demand:
+                await self._run_on_demand(*self._on_demand.popleft())
+                continue
+            wait_s = (queue[0].at - self._clock()).total_seconds() if queue else None
+            if wait_s is not None and wait_s <= 0:
+                due = heapq.heappop(queue)
+                await self._poll(due.meter)
+                heapq.heappush(queue, _Due(self._next_slot(due.meter, self._clock()), due.order, due.meter))
+                continue
+            try:
+                async with asyncio.timeout(wait_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
 
     def stop(self) -> None:
         """Finish the read in progress, then return from ``run``."""
@@ -198,8 +184,14 @@ class PolledBus(ABC, Generic[M]):
         self._wake.set()
         return await future
 
+    def use_thresholds(self, thresholds: Thresholds) -> None:
+        """When this bus's meters are failing and unreachable (from the configuration)."""
+        for health in self.health.values():
+            health.thresholds = thresholds
+
     def status(self) -> dict[str, Any]:
         return {
+            "connected": self.connected,
             "counters": dict(self.counters),
             "meters": {name: health.as_dict() for name, health in self.health.items()},
         }
@@ -236,14 +228,11 @@ class PolledBus(ABC, Generic[M]):
             if raise_errors:
                 raise
             return []
+        transition = health.succeeded(self._clock())
         events: list[Record] = []
-        if health.consecutive_failures:
-            events.append(self._event("comm.recovered", Severity.INFO, f"meter {meter.name} answers again", health,
-                                      {"failures": health.consecutive_failures}))
-        health.reads += 1
-        health.consecutive_failures = 0
-        health.last_success = self._clock()
-        health.last_error = None
+        if transition is not None:
+            events.append(transition_event(transition, source=self.name, device=health.device,
+                                           message=f"meter {meter.name} answers again"))
         readings = [r for r in records if isinstance(r, Reading)]
         if readings:
             health.device = readings[0].device
@@ -251,18 +240,10 @@ class PolledBus(ABC, Generic[M]):
         return readings
 
     async def _record_failure(self, meter: M, health: MeterHealth, exc: GatewayError) -> None:
-        health.failures += 1
-        health.consecutive_failures += 1
-        health.last_failure = self._clock()
-        health.last_error = str(exc)
-        log.info("bus %s: meter %s failed: %s", self.name, meter.name, exc)
-        if health.consecutive_failures == 1:
-            reason = type(exc).__name__
-            await self._sink.commit([
-                self._event("comm.failed", Severity.WARNING, f"meter {meter.name}: {exc}", health, {"reason": reason})
-            ])
-
-    def _event(self, code: str, severity: Severity, message: str, health: MeterHealth,
-               details: dict[str, str | int]) -> Event:
-        return Event(code=code, severity=severity, message=message, occurred_at=self._clock(),
-                     device=health.device, source=self.name, details={"meter": health.name, **details})
+        reason = failure_reason(exc)
+        transition = health.failed(reason, str(exc), self._clock())
+        log.info("bus %s: meter %s failed (%s): %s", self.name, meter.name, reason, exc)
+        if transition is not None:
+            await self._sink.commit([transition_event(
+                transition, source=self.name, device=health.device,
+                message=f"meter {meter.name} is {transition.new.value} ({reason}): {exc}")])

@@ -134,5 +134,6 @@ class MBusCollector(PolledBus[MBusMeter]):
 
     def status(self) -> dict[str, Any]:
         out = super().status()
+        out["counters"].update(self.link_counters)  # one counters object per bus, as every bus has
         out["link"] = dict(self.link_counters)
         return out

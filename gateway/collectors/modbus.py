@@ -41,7 +41,8 @@ from gateway.collectors.base import PolledBus, Sink, StateStore
 from gateway.collectors.modbus_master import ModbusMaster, Timing
 from gateway.config import ModbusLine, ModbusMeter
 from gateway.errors import TransportError
-from gateway.model import Event, Reading, Record, Severity, utc_now
+from gateway.events import make_event
+from gateway.model import Reading, Record, utc_now
 from gateway.modbus_maps import Entry, RegisterMap, load_map_file, shipped_map
 from gateway.transports import LineSettings, open_transport
 
@@ -145,11 +146,10 @@ class ModbusCollector(PolledBus[ModbusMeter]):
         except ModbusExceptionResponse as exc:
             health = self.health[meter.name]
             if health.consecutive_failures == 0:
-                await self._sink.commit([Event(
-                    code="modbus.exception", severity=Severity.WARNING, message=f"meter {meter.name}: {exc}",
-                    occurred_at=self._clock(), device=health.device, source=self.name,
-                    details={"meter": meter.name, "unit": meter.unit, "request": exc.request,
-                             "exception_code": exc.code, "exception": exc.name})])
+                await self._sink.commit([make_event(
+                    "modbus.exception", f"meter {meter.name}: {exc}", occurred_at=self._clock(), device=health.device,
+                    source=self.name, details={"meter": meter.name, "unit": meter.unit, "request": exc.request,
+                                               "exception_code": exc.code, "exception": exc.name})])
             raise
         device = readout.device(None) or f"modbus-{self.name}-{meter.unit}"
         return list(readout.readings(device, self._clock()))

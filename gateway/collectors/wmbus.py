@@ -21,9 +21,13 @@ and then listens. Each telegram heard:
   registration, stored only with ``store_unknown = true`` (and only when plaintext).
 
 Watchdogs: a dongle silent for ``silence_timeout_s`` is closed, reopened and initialised
-again (``dongle.reset``); a meter not heard for ``not_heard_after`` × ``expected_interval_s``
-raises ``comm.not_heard`` (with when it was last heard), and ``comm.recovered`` when it is
-heard again. A wireless meter cannot be asked: ``read_now`` returns the readings of the
+again (``dongle.reset``). Each meter's health is the state machine of
+:mod:`gateway.collectors.health`, where a failure is an ``expected_interval_s`` in which the
+meter was not heard (reason ``not_heard``), a telegram refused for security (``security``)
+or one that cannot be decoded (``frame``): the meter is failing after ``not_heard_after``
+failures (``comm.failed``, with when it was last heard), unreachable after the bus's
+``unreachable_after`` (``comm.unreachable``), and ``comm.recovered`` when a telegram of it
+is decoded again. A wireless meter cannot be asked: ``read_now`` returns the readings of the
 last telegram heard from it.
 """
 
@@ -42,7 +46,8 @@ from gateway.codecs.mbus.dongles import ReceivedTelegram
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.wireless import WMBusDecoder
 from gateway.codecs.mbus.wmbus_security import AesKey
-from gateway.collectors.base import MeterHealth, Sink, StateStore
+from gateway.collectors.base import Sink, StateStore
+from gateway.collectors.health import MeterHealth, MeterState, Thresholds, Transition, transition_event
 from gateway.collectors.wmbus_dongle import DongleSession, count_frame_error, dongle_line
 from gateway.collectors.wmbus_telegrams import (
     DuplicateFilter,
@@ -56,7 +61,8 @@ from gateway.collectors.wmbus_telegrams import (
 )
 from gateway.config import WMBusDongle, WMBusMeter, read_secret, resolve_secret_path
 from gateway.errors import ConfigError, GatewayError
-from gateway.model import Event, Reading, Record, Severity, utc_now
+from gateway.events import make_event
+from gateway.model import Event, Reading, Record, utc_now
 from gateway.transports import open_transport
 
 log = logging.getLogger(__name__)
@@ -95,15 +101,15 @@ class WirelessMeter:
     last_heard: datetime | None = None
     last_heard_at: float | None = None  # event-loop time
     readings: list[Reading] = field(default_factory=list)
-    not_heard: bool = False
+    missed_intervals: int = 0
     refusals: int = 0
     unreported_refusals: int = 0
     refusal_event_at: float | None = None
     last_refusal: Heard | None = None
 
     @property
-    def silence_limit_s(self) -> float:
-        return self.config.not_heard_after * self.config.expected_interval_s
+    def not_heard(self) -> bool:
+        return self.missed_intervals >= self.config.not_heard_after
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.health.as_dict(), "id": self.config.id, "encrypted": self.key is not None,
@@ -132,6 +138,8 @@ class WMBusReceiver:
         self.security_event_interval_s = security_event_interval_s
         self.tick_s = tick_s
         self._meters = {meter.name: WirelessMeter(meter, MeterHealth(meter.name)) for meter in meters}
+        self.health = {name: meter.health for name, meter in self._meters.items()}
+        self.use_thresholds(Thresholds())
         self._by_id: dict[str, list[WirelessMeter]] = {}
         for meter in self._meters.values():
             self._by_id.setdefault(meter.config.id, []).append(meter)
@@ -171,9 +179,17 @@ class WMBusReceiver:
                               "since the gateway started")
         return list(readings)
 
+    def use_thresholds(self, thresholds: Thresholds) -> None:
+        """A wireless meter is failing after its own ``not_heard_after`` failures (the radio
+        loses telegrams), unreachable after the bus's ``unreachable_after`` (at least that)."""
+        for meter in self._meters.values():
+            failing = meter.config.not_heard_after
+            meter.health.thresholds = Thresholds(failing, max(failing, thresholds.unreachable_after))
+
     def status(self) -> dict[str, Any]:
         where = {"port": self.bus.port} if self.bus.port else {"tcp": self.bus.tcp}
         return {
+            "connected": self._open,
             "dongle": {"type": self.bus.dongle, "mode": self.bus.mode, **where, "open": self._open,
                        **self.dongle_info},
             "counters": dict(self.counters),
@@ -204,7 +220,7 @@ class WMBusReceiver:
                 self.counters["dongle_resets"] += 1
                 log.warning("bus %s: dongle silent for %.0f s; reopening it", self.name, silent_s)
                 await self._sink.commit([self._event(
-                    "dongle.reset", Severity.WARNING, f"dongle on {transport.description} was silent for "
+                    "dongle.reset", f"dongle on {transport.description} was silent for "
                     f"{silent_s:.0f} s; it is reopened and initialised again", None,
                     {"silent_s": round(silent_s), "resets": self.counters["dongle_resets"]})])
 
@@ -297,15 +313,12 @@ class WMBusReceiver:
             return []
         if heard.error is not None:
             self.counters["undecodable"] += 1
-            health.last_error = heard.problem
+            events.extend(self._health_event(meter, health.failed("frame", heard.problem, at)))
             log.info("bus %s: meter %s sent a telegram that cannot be decoded: %s", self.name, meter.config.name,
                      heard.problem)
             return []
         self.counters["decoded"] += 1
-        health.reads += 1
-        health.consecutive_failures = 0
-        health.last_success = at
-        health.last_error = None
+        events.extend(self._health_event(meter, health.succeeded(at)))
         readings = readings_of(heard, self._tz, at)
         if readings:
             meter.readings = readings
@@ -316,15 +329,11 @@ class WMBusReceiver:
         meter.refusals += 1
         meter.unreported_refusals += 1
         meter.last_refusal = heard
-        health = meter.health
-        health.failures += 1
-        health.consecutive_failures += 1
-        health.last_failure = at
-        health.last_error = heard.problem
+        events = self._health_event(meter, meter.health.failed("security", heard.problem, at))
         if meter.refusal_event_at is None or now - meter.refusal_event_at >= self.security_event_interval_s:
-            return [self._refusal_event(meter, now)]
+            return [self._refusal_event(meter, now), *events]
         log.debug("bus %s: telegram of meter %s refused: %s", self.name, meter.config.name, heard.problem)
-        return []
+        return events
 
     def _refusal_event(self, meter: WirelessMeter, now: float) -> Event:
         heard = meter.last_refusal
@@ -333,47 +342,52 @@ class WMBusReceiver:
         reason = REFUSAL_REASONS.get(type(heard.refused).__name__, "refused")
         plural = "telegram" if count == 1 else "telegrams"
         log.warning("bus %s: meter %s: %d %s refused: %s", self.name, meter.config.name, count, plural, heard.problem)
-        return self._event("security.refused", Severity.WARNING,
+        return self._event("security.refused",
                            f"meter {meter.config.name}: {count} {plural} refused: {heard.problem}", meter.health.device,
                            {"meter": meter.config.name, "reason": reason, "count": count, "total": meter.refusals})
 
     def _heard_again(self, meter: WirelessMeter, now: float, at: datetime) -> list[Record]:
-        """Note that ``meter`` was heard; ``comm.recovered`` if it had been missed."""
-        events: list[Record] = []
-        if meter.not_heard:
-            meter.not_heard = False
-            since = meter.last_heard_at if meter.last_heard_at is not None else self._started_at or now
-            events.append(self._event("comm.recovered", Severity.INFO, f"meter {meter.config.name} is heard again",
-                                      meter.health.device, {"meter": meter.config.name, "silent_s": round(now - since)}))
+        """Note that ``meter`` was heard: its silence ends (recovery waits for a telegram
+        that decodes)."""
+        meter.missed_intervals = 0
         meter.last_heard, meter.last_heard_at = at, now
-        return events
+        return []
 
     async def _watch_meters(self) -> None:
-        """``comm.not_heard`` for meters silent too long; the hourly summary of refusals."""
+        """A failure for each expected interval a meter was not heard; the hourly summary
+        of refusals."""
         now = asyncio.get_running_loop().time()
         at = self._clock()
         events: list[Record] = []
         for meter in self._meters.values():
             since = meter.last_heard_at if meter.last_heard_at is not None else self._started_at or now
-            if not meter.not_heard and now - since >= meter.silence_limit_s:
-                meter.not_heard = True
-                health = meter.health
-                health.consecutive_failures += 1
-                health.last_failure = at
-                health.last_error = f"not heard for {now - since:.0f} s"
-                last = meter.last_heard.isoformat() if meter.last_heard else "never"
-                log.warning("bus %s: meter %s not heard for %.0f s (last heard: %s)", self.name, meter.config.name,
-                            now - since, last)
-                events.append(self._event("comm.not_heard", Severity.WARNING,
-                                          f"meter {meter.config.name} not heard for {now - since:.0f} s "
-                                          f"(last heard: {last})", health.device,
-                                          {"meter": meter.config.name, "last_heard": last,
-                                           "silent_s": round(now - since)}))
+            silent_s = now - since
+            last = meter.last_heard.isoformat() if meter.last_heard else "never"
+            while meter.missed_intervals < int(silent_s // meter.config.expected_interval_s):
+                meter.missed_intervals += 1
+                transition = meter.health.failed("not_heard", f"not heard for {silent_s:.0f} s", at)
+                if transition is not None:
+                    log.warning("bus %s: meter %s is %s: not heard for %.0f s (last heard: %s)", self.name,
+                                meter.config.name, transition.new.value, silent_s, last)
+                events.extend(self._health_event(meter, transition, f"not heard for {silent_s:.0f} s "
+                                                 f"(last heard: {last})",
+                                                 {"last_heard": last, "silent_s": round(silent_s)}))
             if (meter.unreported_refusals and meter.refusal_event_at is not None
                     and now - meter.refusal_event_at >= self.security_event_interval_s):
                 events.append(self._refusal_event(meter, now))
         if events:
             await self._sink.commit(events)
+
+    def _health_event(self, meter: WirelessMeter, transition: Transition | None, why: str | None = None,
+                      details: dict[str, str | int] | None = None) -> list[Record]:
+        """The event of a change of the meter's state, if it changed."""
+        if transition is None:
+            return []
+        name = meter.config.name
+        message = (f"meter {name} is heard again" if transition.new is MeterState.OK
+                   else f"meter {name} is {transition.new.value}: {why or meter.health.last_error}")
+        return [transition_event(transition, source=self.name, device=meter.health.device, message=message,
+                                 details=details)]
 
     async def _commit(self, readings: list[Reading], events: list[Record], key: Any, now: float) -> None:
         """Commit the telegram's readings and events; readings another receiver of this
@@ -392,7 +406,5 @@ class WMBusReceiver:
             raise
         self.counters["readings"] += len(readings)
 
-    def _event(self, code: str, severity: Severity, message: str, device: str | None,
-               details: dict[str, str | int]) -> Event:
-        return Event(code=code, severity=severity, message=message, occurred_at=self._clock(), device=device,
-                     source=self.name, details=details)
+    def _event(self, code: str, message: str, device: str | None, details: dict[str, str | int]) -> Event:
+        return make_event(code, message, occurred_at=self._clock(), device=device, source=self.name, details=details)

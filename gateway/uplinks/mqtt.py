@@ -32,7 +32,7 @@ import functools
 import logging
 import time as monotonic_clock
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -50,7 +50,7 @@ from gateway.payload import batch_payload, record_json
 from gateway.signing import SigningKey
 from gateway.store import Store
 from gateway.uplinks.backoff import Backoff
-from gateway.uplinks.commands import CommandError, CommandRouter, dumps, int_argument, str_argument
+from gateway.uplinks.commands import CommandError, CommandRouter, Handler, dumps, int_argument, str_argument
 from gateway.uplinks.mqtt_client import (
     MAX_IN_FLIGHT,
     BrokerLimits,
@@ -82,6 +82,8 @@ JOSE_JSON = "application/jose+json"
 
 StatusCallback = Callable[[], Awaitable[dict[str, Any]]]
 ReadCallback = Callable[[str], Awaitable[list[Reading]]]
+#: Told ``(connected, what)`` once per change of the connection's state, never per retry.
+ConnectionCallback = Callable[[bool, str], None]
 
 
 @dataclass
@@ -136,6 +138,8 @@ class MqttPublisher:
         status: StatusCallback,
         on_demand_read: ReadCallback | None = None,
         backoff: Backoff | None = None,
+        on_connection: ConnectionCallback | None = None,
+        commands: Mapping[str, Handler] | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -144,6 +148,10 @@ class MqttPublisher:
         self.signer = signer
         self.status_callback = status
         self.on_demand_read = on_demand_read
+        self.on_connection = on_connection
+        #: More commands from the integrator (``config`` ...), beside the uplink's own.
+        self.extra_commands = dict(commands or {})
+        self._reported_connected: bool | None = None
         self.backoff = backoff or Backoff(1.0, 60.0)
         self.counters = UplinkCounters()
         base = f"{config.topic_prefix}/{gateway_id}"
@@ -251,6 +259,15 @@ class MqttPublisher:
         if self._last_logged_error is not None or self.counters.connects == 1:
             log.info("uplink %s: connected to %s as %s", self.name, self._where(), self.client_id)
         self._last_logged_error = None
+        self._report_connection(True, f"connected to {self._where()}")
+
+    def _report_connection(self, connected: bool, what: str) -> None:
+        """Tell ``on_connection`` when the state changed (the first failure to connect
+        counts as a change: from unknown to disconnected)."""
+        if self.on_connection is None or self._reported_connected is connected:
+            return
+        self._reported_connected = connected
+        self.on_connection(connected, what)
 
     def _failed(self, exc: Exception) -> None:
         """Count and log a failed connection; the same failure again only at DEBUG, so a
@@ -259,6 +276,7 @@ class MqttPublisher:
         text = describe(exc)
         self.counters.last_error = text
         self.counters.last_error_at = utc_now()
+        self._report_connection(False, text)
         if not _expected(exc):
             log.error("uplink %s: unexpected error: %s", self.name, text, exc_info=exc)
         elif text != self._last_logged_error:
@@ -433,6 +451,7 @@ class MqttPublisher:
                 "status": self._status_command,
                 "read": self._read,
                 "replay": functools.partial(self._replay, client),
+                **self.extra_commands,
             },
             timeout_s=COMMAND_TIMEOUT_S,
         )

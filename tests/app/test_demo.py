@@ -55,10 +55,11 @@ def test_a_demo_meter_counter_never_goes_backwards_across_runs(tmp_path, capsys,
     assert len(values) >= 2 and values == sorted(values)
 
 
-def test_the_demo_key_file_is_readable_only_by_its_owner(tmp_path):
+def test_the_demo_key_files_are_readable_only_by_their_owner(tmp_path):
     state = tmp_path / "state"
     assert run_demo("--duration", "3", "--state-dir", str(state)).returncode == 0
-    assert (state / "keys" / "demo-wmbus.key").stat().st_mode & 0o077 == 0
+    for name in ("demo-key", "demo-ek", "demo-ak"):
+        assert (state / "keys" / f"{name}.key").stat().st_mode & 0o077 == 0
 
 
 @pytest.mark.integration
@@ -92,3 +93,57 @@ async def stored_records(state) -> dict[int, dict]:
 
     async with Store(state / "store.sqlite", StoreSection(), read_only=True) as store:
         return {r.seq: record_json(r) for r in await store.read_after(0, 1_000_000)}
+
+
+@pytest.mark.integration
+async def test_an_hes_reads_the_demo_over_dlms_with_the_green_book_keys(tmp_path):
+    """The demo serves DLMS/COSEM: the gateway's own client, as an HES would, associates
+    with HLS-GMAC and suite 0, finds the meters in the SAP list and reads a register whose
+    value is one the store holds."""
+    from tests.mqtt_broker import free_port
+
+    state, port = tmp_path / "state", free_port()
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "demo", "--duration", "14", "--state-dir", str(state),
+        "--dlms-port", str(port), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        await wait_until_listening(port)
+        await asyncio.sleep(6)  # a few polls, so every meter has readings
+        sap_list = await hes_read(state, port, 1, "0.0.41.0.0.255:17:2")
+        saps = {int(sap): bytes.fromhex(name).decode() for sap, name in json.loads(sap_list["values"][0]["value"])}
+        water_sap = next(sap for sap, name in saps.items() if name.startswith("GWY20000001"))
+        register = await hes_read(state, port, water_sap, "0-0:128.0.0*255")
+    finally:
+        async with asyncio.timeout(60):
+            _, err = await demo.communicate()
+    assert demo.returncode == 0, err.decode()
+    stored = await stored_records(state)
+    volumes = {r["value"] for r in stored.values()
+               if r.get("device") == "GWY-20000001-01-07" and r.get("quantity") == "volume"}
+    assert register["values"][0]["unit"] == "m^3"
+    assert register["values"][0]["value"] in volumes
+
+
+async def wait_until_listening(port: int) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.2)
+                continue
+            writer.close()
+            return
+
+
+async def hes_read(state, port: int, sap: int, *objects: str) -> dict:
+    keys = state / "keys"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "read", "dlms", "--tcp", f"127.0.0.1:{port}", "--client-sap", "1",
+        "--server-address", str(sap), "--auth", "gmac", "--secure", "--ek-file", str(keys / "demo-ek.key"),
+        "--ak-file", str(keys / "demo-ak.key"), "--state-dir", str(state.parent / "hes"), *objects,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return json.loads(out)

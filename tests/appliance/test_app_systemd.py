@@ -29,6 +29,9 @@ class FakeStore:
     async def enforce_retention(self) -> None:
         pass
 
+    async def set_state(self, key: str, value: str) -> None:
+        pass
+
     async def cursor(self, _name: str) -> int:
         return 0
 

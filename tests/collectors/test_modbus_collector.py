@@ -96,7 +96,7 @@ async def test_a_unit_that_does_not_answer_is_a_comm_failed_event_and_the_other_
             readings = await asyncio.wait_for(collector.read_now("sub"), 20)
     assert len(readings) == len(sdm630_values())
     events = [r for r in sink.records if isinstance(r, Event)]
-    assert [(e.code, e.details["meter"], e.details["reason"]) for e in events] == [("comm.failed", "ghost", "DeviceTimeout")]
+    assert [(e.code, e.details["meter"], e.details["reason"]) for e in events] == [("comm.failed", "ghost", "timeout")]
     assert "unit 9 did not answer" in events[0].message
     assert line.heard[:2] == [(9, 3, 0x5000, 36)] * 2  # one try and one retry, then the read gives up
     status = collector.status()
@@ -120,7 +120,7 @@ async def test_an_exception_response_is_a_clear_error_and_an_event_without_retry
     assert (exception.code, exception.severity.value, exception.details) == ("modbus.exception", "warning", {
         "meter": "sub", "unit": 3, "request": "read input registers 0x0156+40", "exception_code": 2,
         "exception": "ILLEGAL DATA ADDRESS"})
-    assert (failed.code, failed.details["reason"]) == ("comm.failed", "ModbusExceptionResponse")
+    assert (failed.code, failed.details["reason"]) == ("comm.failed", "application")
     assert "ILLEGAL DATA ADDRESS" in failed.message
     assert line.heard == blocks_heard(3, "sdm630")  # every block once, the refused one not repeated
     assert collector.status()["link"]["exceptions"] == 1

@@ -146,3 +146,18 @@ async def test_stop_lets_the_read_in_progress_finish_and_then_run_returns():
         release.set()
         await task
     assert [r.value for r in sink.records if isinstance(r, Reading)] == [Decimal(3)]
+
+
+async def test_a_meter_that_keeps_failing_becomes_unreachable_once_with_the_reason_and_then_recovers():
+    from gateway.collectors.health import Thresholds
+
+    sink = ListSink()
+    script = {"a": [DeviceTimeout("no reply")] * 4 + [Decimal(7)]}
+    bus = ScriptedBus([FakeMeter("a")], sink, script, FastClock())
+    bus.use_thresholds(Thresholds(failing_after=2, unreachable_after=3))
+    await run_until(bus, lambda: bus.order.count("a") >= 6)
+    events = [r for r in sink.records if isinstance(r, Event)]
+    assert [(e.code, e.details.get("reason")) for e in events] == [
+        ("comm.failed", "timeout"), ("comm.unreachable", "timeout"), ("comm.recovered", None)]
+    assert events[2].details["previous"] == "unreachable" and events[2].details["failures"] == 4
+    assert bus.status()["meters"]["a"]["state"] == "ok"

@@ -203,7 +203,7 @@ async def test_a_dongle_that_stalls_for_a_while_by_itself_is_reset_and_heard_aga
     assert receiver.counters["dongle_resets"] >= 1 and server.dongle.inits >= 2
 
 
-async def test_a_meter_that_stops_transmitting_is_not_heard_and_then_recovers(tmp_path):
+async def test_a_meter_that_stops_transmitting_fails_as_not_heard_and_then_recovers(tmp_path):
     sink = ListSink()
     quiet = model("22222222")
     async with serve_dongle(DONGLES["cul"](), [quiet]) as server:
@@ -213,16 +213,20 @@ async def test_a_meter_that_stops_transmitting_is_not_heard_and_then_recovers(tm
         async with receiving(receiver):
             await until(lambda: sink.readings())
             quiet.muted = True
-            await until(lambda: any(e.details["meter"] == "plain" for e in sink.events("comm.not_heard")))
+            await until(lambda: any(e.details["meter"] == "plain" for e in not_heard_events(sink)))
             assert receiver.status()["meters"]["plain"]["not_heard"] is True
             quiet.muted = False
             await until(lambda: sink.events("comm.recovered"))
-    not_heard = {e.details["meter"]: e for e in sink.events("comm.not_heard")}
+    not_heard = {e.details["meter"]: e for e in not_heard_events(sink)}
     assert not_heard["absent"].details["last_heard"] == "never" and not_heard["absent"].device is None
     assert not_heard["plain"].details["last_heard"] != "never" and not_heard["plain"].device == "GWY-22222222-01-07"
-    assert len([e for e in sink.events("comm.not_heard") if e.details["meter"] == "plain"]) == 1
+    assert len([e for e in not_heard_events(sink) if e.details["meter"] == "plain"]) == 1
     (recovered,) = sink.events("comm.recovered")
     assert recovered.details["meter"] == "plain" and receiver.status()["meters"]["plain"]["not_heard"] is False
+
+
+def not_heard_events(sink):
+    return [e for e in sink.events("comm.failed") if e.details["reason"] == "not_heard"]
 
 
 async def test_refusals_after_the_first_event_are_summarised_at_most_once_per_interval_with_their_count(tmp_path):

@@ -13,6 +13,12 @@ or :class:`ServiceRequest` (a GET, SET or ACTION for the application, answered w
 :meth:`~ServerAssociation.answer_get`, :meth:`~ServerAssociation.answer_set` ...). Bytes
 that cannot be decoded or fail a security check raise the codec's error; answer those with
 :meth:`ServerAssociation.refuse`.
+
+A GET answer the application cannot (or will not) hold in memory, a long profile buffer
+read from a database, is streamed: :meth:`ServerAssociation.answer_get_block` sends its first
+encoded bytes, each GET-next of the client then comes out of ``receive_apdu`` as
+:class:`BlockWanted`, answered with :meth:`ServerAssociation.next_get_block` (Green Book
+9.3.6.2, GET with datablock: the encoded Data split into blocks of any size).
 """
 
 from __future__ import annotations
@@ -100,6 +106,7 @@ SERVER_CONFORMANCE = conformance(
 )
 _BLOCK_TRANSFER_WITH_GET = conformance("block-transfer-with-get-or-read")
 _BLOCK_TRANSFER_WITH_ACTION = conformance("block-transfer-with-action")
+_BLOCK_TRANSFER_WITH_SET = conformance("block-transfer-with-set-or-write")
 MIN_DLMS_VERSION = 6
 MIN_PDU_SIZE = 12
 MAX_INCOMING_BLOCKS = 16 * 1024 * 1024
@@ -125,6 +132,9 @@ class ServerSettings:
     conformance: int = SERVER_CONFORMANCE
     max_receive_pdu_size: int = 0xFFFF
     challenge_size: int = 16
+    #: The longest SET value or ACTION parameters taken in blocks (what one association may
+    #: make the server hold).
+    max_incoming_bytes: int = MAX_INCOMING_BLOCKS
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -146,7 +156,15 @@ class ServiceRequest:
                    ActionRequestNormal, ActionRequestWithList]
 
 
-ServerEvent = Union[Reply, ServiceRequest]
+@dataclass(frozen=True, slots=True)
+class BlockWanted:
+    """The client asks for block ``block_number`` of a GET answer the application streams;
+    answer with :meth:`ServerAssociation.next_get_block`."""
+
+    block_number: int
+
+
+ServerEvent = Union[Reply, ServiceRequest, BlockWanted]
 
 
 class ServerState(enum.Enum):
@@ -154,6 +172,24 @@ class ServerState(enum.Enum):
     AWAITING_HLS = "awaiting HLS pass 3"
     READY = "ready"
     SERVING = "serving a request"
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """An APDU already encoded (a streamed answer that fitted one response after all)."""
+
+    raw: bytes
+
+    def to_bytes(self) -> bytes:
+        return self.raw
+
+
+@dataclass(slots=True)
+class _Stream:
+    """A GET answer the application streams: its invoke-id and the blocks sent so far."""
+
+    invoke: object
+    sent: int = 1
 
 
 @dataclass(slots=True)
@@ -186,6 +222,7 @@ class ServerAssociation:
         self._incoming_next = 1
         self._request_last_block: int | None = None  # the request came in blocks, ending with this one
         self._outgoing: _Outgoing | None = None
+        self._stream: _Stream | None = None
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -335,6 +372,7 @@ class ServerAssociation:
         self._request = None
         self._incoming = None
         self._outgoing = None
+        self._stream = None
 
     # --- requests ------------------------------------------------------------------------
 
@@ -345,6 +383,11 @@ class ServerAssociation:
                     ASSOCIATION_LN_CLASS, CURRENT_ASSOCIATION, REPLY_TO_HLS_AUTHENTICATION):
                 return Reply(self._hls_pass_3(apdu))
             return Reply(ExceptionResponse(_SERVICE_NOT_ALLOWED, _OPERATION_NOT_POSSIBLE).to_bytes())
+        if isinstance(apdu, GetRequestNext) and self._stream is not None:
+            if apdu.block_number != self._stream.sent:
+                self._stream = None
+                raise DLMSStateError(f"block {apdu.block_number + 1} asked for out of turn", field="block-number")
+            return BlockWanted(apdu.block_number + 1)
         if isinstance(apdu, (GetRequestNext, ActionRequestNextPblock)):
             return Reply(self._next_outgoing(apdu))
         if self.state is not ServerState.READY:
@@ -358,6 +401,8 @@ class ServerAssociation:
         return Reply(ExceptionResponse(_SERVICE_UNKNOWN, _SERVICE_NOT_SUPPORTED).to_bytes())
 
     def _serve(self, request, last_block: int | None = None) -> ServiceRequest:
+        self._stream = None  # a new request abandons a streamed answer (and any long one)
+        self._outgoing = None
         self._request = request
         self._request_last_block = last_block
         self.state = ServerState.SERVING
@@ -366,12 +411,17 @@ class ServerAssociation:
     def _incoming_block(self, apdu) -> ServerEvent:
         block = apdu.block
         first = isinstance(apdu, (SetRequestWithFirstDatablock, ActionRequestWithFirstPblock))
+        needed = _BLOCK_TRANSFER_WITH_SET if isinstance(apdu, (SetRequestWithFirstDatablock, SetRequestWithDatablock)) \
+            else _BLOCK_TRANSFER_WITH_ACTION
+        if not self.negotiated.negotiated_conformance & needed:
+            raise DLMSStateError(f"{type(apdu).__name__} without block transfer negotiated", field="tag")
         if first:
             self._incoming, self._incoming_first, self._incoming_next = bytearray(), apdu, 1
         if self._incoming is None or block.block_number != self._incoming_next or \
                 type(apdu) not in _FOLLOWING[type(self._incoming_first)]:
             raise DLMSStateError(f"block {block.block_number} out of order", field="block-number")
-        if len(self._incoming) + len(block.raw_data) > MAX_INCOMING_BLOCKS:
+        if len(self._incoming) + len(block.raw_data) > self.settings.max_incoming_bytes:
+            self._incoming = self._incoming_first = None
             raise DLMSFrameError("block transfer too long", field="raw-data")
         self._incoming += block.raw_data
         self._incoming_next += 1
@@ -400,6 +450,51 @@ class ServerAssociation:
             GetResponseNormal(DataAccessResult(_OTHER), request.invoke),
             _BLOCK_TRANSFER_WITH_GET,
         )
+
+    @property
+    def can_stream(self) -> bool:
+        """Whether GET answers may come in blocks (block-transfer-with-get negotiated)."""
+        return bool(self.negotiated and self.negotiated.negotiated_conformance & _BLOCK_TRANSFER_WITH_GET)
+
+    @property
+    def block_room(self) -> int:
+        """How many bytes of an encoded answer one GET block carries, within the client's
+        max receive PDU size and the ciphering overhead of the request being answered."""
+        overhead = self._ciphering.overhead if self._protection else 0
+        empty = GetResponseWithDatablock(False, 1, b"").to_bytes()
+        return max(1, self.client_max_pdu_size - len(empty) - 4 - overhead)
+
+    def answer_get_block(self, chunk: bytes, last: bool) -> bytes:
+        """Answer the GetRequestNormal being served with the first ``chunk`` of the encoded
+        value (at most :attr:`block_room` bytes); unless ``last``, the client asks for the
+        rest and :class:`BlockWanted` events follow. A whole value that fits one response
+        goes as a normal response."""
+        request = self._serving(GetRequestNormal)
+        self._done()
+        if last:
+            whole = _Encoded(bytes((GetResponseNormal.TAG, GetResponseNormal.CHOICE, request.invoke.value, 0)) + chunk)
+            if self._fits(whole.to_bytes()):
+                return self._protect(whole)
+        if not self.can_stream:
+            return self._protect(GetResponseNormal(DataAccessResult(_OTHER), request.invoke))
+        if len(chunk) > self.block_room:
+            raise ValueError(f"a block of {len(chunk)} bytes exceeds the room of {self.block_room}")
+        self._stream = None if last else _Stream(request.invoke)
+        return self._protect(GetResponseWithDatablock(last, 1, chunk, request.invoke))
+
+    def next_get_block(self, chunk: bytes | DataAccessResult, last: bool) -> bytes:
+        """Answer :class:`BlockWanted` with the next ``chunk``, or with a Data-Access-Result
+        (e.g. long-get-aborted) that ends the transfer."""
+        stream = self._stream
+        if stream is None:
+            raise DLMSStateError("no streamed GET answer is being sent", field="state")
+        if isinstance(chunk, bytes) and len(chunk) > self.block_room:
+            raise ValueError(f"a block of {len(chunk)} bytes exceeds the room of {self.block_room}")
+        stream.sent += 1
+        ended = last or isinstance(chunk, DataAccessResult)
+        if ended:
+            self._stream = None
+        return self._protect(GetResponseWithDatablock(ended, stream.sent, chunk, stream.invoke))
 
     def answer_get_list(self, results: Sequence[GetDataResult]) -> bytes:
         """Answer a GetRequestWithList, one result per attribute."""

@@ -179,12 +179,19 @@ class ResponseReader:
             self.skipped += len(self._request_bytes)
 
     def _find_frame(self) -> tuple[int, int] | None:
-        """The first complete frame with a good CRC: (offset, size); None if none yet."""
+        """The first complete frame with a good CRC: (offset, size); None if none yet.
+
+        The search stops at the start of the expected response (this unit, this function
+        or its exception) that is still arriving: the registers inside it must not be
+        taken for frames of their own (a CRC matches by chance once in 65536)."""
         data = bytes(self._buffer)
         for start in range(len(data) - _FRAME_OVERHEAD + 1):
             size = _frame_size(data[start:])
-            if size and start + size <= len(data) and _crc_ok(data[start:start + size]):
-                return start, size
+            if size and start + size <= len(data):
+                if _crc_ok(data[start:start + size]):
+                    return start, size
+            elif data[start] == self.request.unit and data[start + 1] & ~EXCEPTION_BIT == self.request.function:
+                return None
         return None
 
     def _reply(self, frame: bytes) -> Reply:

@@ -21,21 +21,32 @@ from gateway.codecs.dlms.association import (
     SetResult,
 )
 from gateway.codecs.dlms.axdr import Data, DataType
-from gateway.codecs.dlms.errors import DLMSSecurityError, DLMSStateError
+from gateway.codecs.dlms.errors import DLMSFrameError, DLMSSecurityError, DLMSStateError
 from gateway.codecs.dlms.obis import Obis
 from gateway.codecs.dlms.security import MemoryInvocationCounters, SecurityKeys
-from gateway.codecs.dlms.server import Reply, ServerAssociation, ServerSettings, ServerState, ServiceRequest
+from gateway.codecs.dlms.server import (
+    BlockWanted,
+    Reply,
+    ServerAssociation,
+    ServerSettings,
+    ServerState,
+    ServiceRequest,
+)
 from gateway.codecs.dlms.services import (
     ActionRequestNormal,
     ActionResult,
     AttributeDescriptor,
     DataAccessResult,
+    DataBlock,
+    GetRequestNext,
     GetRequestNormal,
     GetRequestWithList,
+    GetResponseNormal,
     MethodDescriptor,
     SetRequestNormal,
+    SetRequestWithFirstDatablock,
 )
-from gateway.codecs.dlms.xdlms import ExceptionResponse
+from gateway.codecs.dlms.xdlms import ExceptionResponse, conformance
 
 from .fake_meter import CLIENT_TITLE, GREEN_KEYS
 
@@ -210,3 +221,91 @@ def test_server_settings_are_checked_and_keep_the_password_out_of_repr():
     with pytest.raises(ValueError):
         ServerSettings(Authentication.LOW)
     assert "hunter2" not in repr(ServerSettings(Authentication.LOW, password=b"hunter2"))
+
+
+# --- streamed GET answers (the application produces the blocks as the client asks) ---------
+
+
+def stream(client: ClientAssociation, server: ServerAssociation, raw: bytes, *, abort_at: int | None = None):
+    """GET BUFFER, answered by streaming ``raw`` block by block; returns the client's result
+    and how many blocks went."""
+    event = server.receive_apdu(client.send_get(BUFFER))
+    assert isinstance(event, ServiceRequest)
+    room = server.block_room
+    chunks = [raw[i : i + room] for i in range(0, len(raw), room)]
+    reply = server.answer_get_block(chunks[0], len(chunks) == 1)
+    sent = 1
+    while True:
+        answer = client.receive_apdu(reply)
+        if not isinstance(answer, NextRequest):
+            return answer, sent
+        wanted = server.receive_apdu(answer.apdu)
+        assert isinstance(wanted, BlockWanted) and wanted.block_number == sent + 1
+        if wanted.block_number == abort_at:
+            reply = server.next_get_block(DataAccessResult(15), True)
+        else:
+            reply = server.next_get_block(chunks[sent], sent + 1 == len(chunks))
+        sent += 1
+
+
+@pytest.mark.parametrize("ciphered", [False, True])
+def test_a_streamed_answer_arrives_whole_in_blocks_within_the_clients_pdu(ciphered):
+    settings = ClientSettings(ciphered=ciphered, security=CLIENT_SECURITY, max_receive_pdu_size=100)
+    client, server, _ = pair(settings, ServerSettings(ciphered=ciphered, security=SERVER_SECURITY))
+    run(client, server, Application(), client.send_aarq())
+    result, blocks = stream(client, server, LONG.to_bytes())
+    assert result == GetResult(BUFFER, LONG)
+    assert blocks == -(-len(LONG.to_bytes()) // server.block_room) > 10
+    assert server.block_room <= 100 - (21 if ciphered else 0)
+
+
+def test_a_streamed_answer_that_fits_one_response_goes_as_a_normal_one():
+    client, server, app = pair(ClientSettings(), ServerSettings())
+    run(client, server, app, client.send_aarq())
+    server.receive_apdu(client.send_get(BUFFER))
+    reply = server.answer_get_block(Data(DataType.UNSIGNED, 7).to_bytes(), True)
+    assert decode_apdu(reply) == GetResponseNormal(Data(DataType.UNSIGNED, 7), decode_apdu(reply).invoke)
+    assert client.receive_apdu(reply).result == Data(DataType.UNSIGNED, 7)
+
+
+def test_a_streamed_answer_can_end_with_a_result_and_blocks_out_of_turn_are_refused():
+    client, server, app = pair(ClientSettings(max_receive_pdu_size=64), ServerSettings())
+    run(client, server, app, client.send_aarq())
+    result, _ = stream(client, server, LONG.to_bytes(), abort_at=3)
+    assert result == GetResult(BUFFER, DataAccessResult(15))
+    server.receive_apdu(client.send_get(BUFFER))
+    server.answer_get_block(LONG.to_bytes()[: server.block_room], False)
+    with pytest.raises(DLMSStateError, match="out of turn"):
+        server.receive_apdu(GetRequestNext(5).to_bytes())
+    with pytest.raises(DLMSStateError):
+        server.next_get_block(b"x", True)
+
+
+def test_without_block_transfer_a_long_streamed_answer_is_other_reason():
+    client, server, app = pair(ClientSettings(conformance=conformance("get"), max_receive_pdu_size=64),
+                               ServerSettings())
+    run(client, server, app, client.send_aarq())
+    assert not server.can_stream
+    server.receive_apdu(client.send_get(BUFFER))
+    reply = server.answer_get_block(LONG.to_bytes()[: server.block_room], False)
+    assert client.receive_apdu(reply).result == DataAccessResult(250)
+
+
+def test_blocks_of_a_set_are_refused_without_block_transfer_or_beyond_the_bound():
+    client, server, app = pair(ClientSettings(max_receive_pdu_size=128),
+                               ServerSettings(max_receive_pdu_size=64, max_incoming_bytes=200))
+    run(client, server, app, client.send_aarq())
+    too_long = client.send_set(BUFFER, Data(DataType.OCTET_STRING, bytes(300)))
+    blocks = 0
+    with pytest.raises(DLMSFrameError, match="too long"):
+        while True:
+            event = server.receive_apdu(too_long)
+            blocks += 1
+            too_long = client.receive_apdu(event.apdu).apdu
+    assert blocks >= 3
+    client, server, app = pair(ClientSettings(max_receive_pdu_size=128),
+                               ServerSettings(conformance=conformance("get", "set"), max_receive_pdu_size=64))
+    run(client, server, app, client.send_aarq())
+    first = SetRequestWithFirstDatablock(BUFFER, DataBlock(False, 1, bytes(10)))
+    with pytest.raises(DLMSStateError, match="without block transfer"):
+        server.receive_apdu(first.to_bytes())

@@ -120,6 +120,15 @@ def test_a_late_reply_of_another_unit_is_skipped():
     assert reply.unit == 0x11 and reader.skipped == len(other)
 
 
+def test_registers_that_look_like_a_frame_are_not_taken_for_one_while_the_response_arrives():
+    wire = framed("01 03 06 FF FF 00 00 00 00")  # FF FF 00 00 00 inside: an exception frame with a good CRC
+    reader = ResponseReader(ReadRequest(1, 3, 0, 3))
+    reader.receive_data(wire[:8])
+    assert reader.next_reply() is None and (reader.buffered, reader.skipped) == (8, 0)
+    reader.receive_data(wire[8:])
+    assert reader.next_reply() == RegistersReply(1, 3, (0xFFFF, 0, 0), wire)
+
+
 def test_an_answer_with_another_function_is_a_frame_error():
     with pytest.raises(ModbusFrameError, match="unit 17 answered function 3 to read input registers 0x0008\\+1"):
         read_all(INPUT_REQUEST, framed("11 03 02 00 0A"))

@@ -1,0 +1,26 @@
+"""The gateway as a DLMS/COSEM server for the HES (IEC 62056-47 wrapper on TCP, port 4059).
+
+An HES that speaks only DLMS reads the gateway like a meter with many logical devices: the
+management logical device (server SAP 1: name, clock, associations, security setups, SAP
+assignment, event log, push setup) and one logical device per collected meter (SAP 16 up:
+a Register per numeric quantity, its readings profile). The public client (SAP 16) reads the
+names and the SAP list; the management client (SAP 1) associates with HLS-GMAC and security
+suite 0, every APDU authenticated and encrypted, and reads everything. New records are
+pushed as ciphered DataNotifications from the server's own store cursor.
+
+==============  ===========================================================================
+``server``      :class:`DlmsServer`: listening, supervision, status
+``session``     one TCP connection: its associations, dispatch, streamed profiles, refusals
+``objects``     the COSEM object tree: interface classes and logical devices
+``profiles``    profile buffers read from the store page by page, selective access
+``registry``    SAP registry: meter ↔ SAP, name, OBIS codes, scalers (durable), latest values
+``mapping``     the rules for names, OBIS codes, units and exact values
+``counters``    invocation counters kept in the store (reserved ahead, never reused)
+``push``        the push client (DataNotifications, TCP-acknowledged cursor)
+``events``      rate-limited ``security.refused`` events
+==============  ===========================================================================
+"""
+
+from gateway.uplinks.dlms_server.server import DEMO_KEYS, DlmsServer
+
+__all__ = ["DEMO_KEYS", "DlmsServer"]
