@@ -793,7 +793,7 @@ def _wireless_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...
 def _modbus_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]]:
     """Two Modbus meters at one unit address of a line, and register maps of the
     operator's that cannot be used (one problem per line of the map's own report)."""
-    from gateway.modbus_maps import MapError, load_map_file
+    from gateway.modbus_maps import load_map_file
 
     problems: list[tuple[tuple[str | int, ...], str]] = []
     units: dict[tuple[str, int], str] = {}
@@ -806,7 +806,7 @@ def _modbus_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...],
         if meter.map_file is not None:
             try:
                 load_map_file(meter.map_file)
-            except MapError as exc:
+            except ConfigError as exc:
                 problems += [(("meters", index, "map_file"), problem) for problem in exc.problems]
     return problems
 
@@ -858,12 +858,15 @@ def _dlms_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], s
 
 def load_config(path: str | Path) -> GatewayConfig:
     """Read and validate a TOML configuration file; every problem is reported at once."""
-    path = Path(path)
+    return parse_config(read_text(path, "configuration"), path)
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """A UTF-8 file's text; ConfigError ``path: cannot read WHAT: reason`` when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read configuration: {exc.strerror}"]) from None
-    return parse_config(text, path)
+        raise ConfigError([f"{path}: cannot read {what}: {exc.strerror}"]) from None
 
 
 def parse_config(text: str, path: str | Path = "<config>") -> GatewayConfig:

@@ -240,13 +240,11 @@ def shipped_map(name: str) -> RegisterMap:
 
 
 def load_map_file(path: str | Path) -> RegisterMap:
-    """Read and validate a map; every problem is reported at once in a :class:`MapError`."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MapError([f"{path}: cannot read register map: {exc.strerror}"]) from None
-    return parse_map(text, path)
+    """Read and validate a map; every problem is reported at once in a :class:`MapError`
+    (a file that cannot be read: a :class:`~gateway.errors.ConfigError`)."""
+    from gateway.config import read_text
+
+    return parse_map(read_text(path, "register map"), path)
 
 
 def parse_map(text: str, path: str | Path = "<map>") -> RegisterMap:

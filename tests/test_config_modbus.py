@@ -9,7 +9,8 @@ from gateway.cli import main
 from gateway.collectors.mbus import MBusCollector
 from gateway.collectors.modbus import ModbusCollector
 from gateway.config import parse_config
-from gateway.errors import ConfigError
+
+from tests.test_config import problems
 
 BASE = """\
 [gateway]
@@ -49,12 +50,6 @@ name = "power"
 address = 100
 unit = "W"
 """
-
-
-def problems(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        parse_config(text, "gw.toml")
-    return info.value.problems
 
 
 def test_a_modbus_line_and_meter_load_with_their_defaults():

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from gateway.errors import ConfigError
 from gateway.modbus_maps import MapError, load_map_file, parse_map, shipped_map, shipped_maps
 
 VALID = """\
@@ -135,7 +136,7 @@ def test_every_problem_of_a_map_is_reported_at_once():
 
 
 def test_a_missing_map_file_is_named(tmp_path):
-    with pytest.raises(MapError) as info:
+    with pytest.raises(ConfigError) as info:
         load_map_file(tmp_path / "none.toml")
     assert info.value.problems == [f"{tmp_path / 'none.toml'}: cannot read register map: No such file or directory"]
 

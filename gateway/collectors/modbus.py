@@ -58,7 +58,9 @@ def line_timing(line: ModbusLine) -> Timing:
 
 def meter_map(meter: ModbusMeter) -> RegisterMap:
     """The meter's register map: shipped (``map``) or the operator's (``map_file``)."""
-    return shipped_map(meter.map) if meter.map is not None else load_map_file(meter.map_file or "")
+    if meter.map is not None:
+        return shipped_map(meter.map)
+    return load_map_file(meter.map_file)  # type: ignore[arg-type]  # one of the two is set (ModbusMeter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ class ModbusCollector(PolledBus[ModbusMeter]):
         self.line = line
         self.timing = line_timing(line)
         self.maps = {meter.name: meter_map(meter) for meter in meters}
+        #: One set for the line's life, across reconnects.
         self.link_counters: dict[str, int] = {}
         self._master: ModbusMaster | None = None
 
@@ -128,13 +131,9 @@ class ModbusCollector(PolledBus[ModbusMeter]):
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[ModbusMaster]:
         async with open_transport(self.timing.line, port=self.line.port, tcp=self.line.tcp) as transport:
-            master = ModbusMaster(transport, self.timing, retries=self.line.retries)
-            if self.link_counters:
-                master.counters = self.link_counters  # one set of counters for the line's life
-            self.link_counters = master.counters
-            self._master = master
+            self._master = ModbusMaster(transport, self.timing, retries=self.line.retries, counters=self.link_counters)
             try:
-                yield master
+                yield self._master
             finally:
                 self._master = None
 

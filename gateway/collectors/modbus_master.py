@@ -100,16 +100,20 @@ class ModbusMaster:
     """The master of one Modbus line (see the module docstring).
 
     ``ModbusMaster(transport, timing, retries=2)``; :meth:`read_blocks` is one transaction
-    on the port. ``counters`` (per line): requests, responses, retries, timeouts, garbled
-    (replies without a valid frame), exceptions (exception responses), skipped_bytes (echo,
-    noise, other units' frames).
+    on the port. ``counters`` (per line; pass the line's own dict to keep counting across
+    reconnects): requests, responses, retries, timeouts, garbled (replies without a valid
+    frame), exceptions (exception responses), skipped_bytes (echo, noise, other units'
+    frames).
     """
 
-    def __init__(self, transport: Transport, timing: Timing, *, retries: int = 2) -> None:
+    def __init__(self, transport: Transport, timing: Timing, *, retries: int = 2,
+                 counters: dict[str, int] | None = None) -> None:
         self.transport = transport
         self.timing = timing
         self.retries = retries
-        self.counters = {name: 0 for name in COUNTERS}
+        self.counters = counters if counters is not None else {}
+        for name in COUNTERS:
+            self.counters.setdefault(name, 0)
         self._sent_until = 0.0
 
     async def read(self, request: ReadRequest) -> RegistersReply:
