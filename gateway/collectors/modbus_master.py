@@ -207,7 +207,7 @@ class ModbusMaster:
         last = max(self.transport.last_receive_time or 0.0, self._sent_until)
         wait = last + self.timing.idle_gap - self._now()
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
 
     async def _wait_for_quiet(self) -> None:
         """Read and drop bytes until the line has been silent for the quiet window."""
@@ -227,3 +227,5 @@ class ModbusMaster:
     @staticmethod
     def _now() -> float:
         return asyncio.get_running_loop().time()
+
+    _sleep = staticmethod(asyncio.sleep)
