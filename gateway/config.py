@@ -388,7 +388,7 @@ class WMBusDongle(SerialOrTcp, BusHealth):
 MODBUS_BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
 
-class ModbusLine(SerialOrTcp):
+class ModbusLine(SerialOrTcp, BusHealth):
     """An RS-485 line of Modbus RTU meters (Modbus over Serial Line V1.02) on a serial port,
     or behind a TCP serial server (RTU frames carried over TCP). A port shared with another
     bus (M-Bus behind the same converter or server) is opened once; the buses take turns.
@@ -802,7 +802,8 @@ def _modbus_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...],
             continue
         other = units.setdefault((meter.bus, meter.unit), meter.name)
         if other != meter.name:
-            problems.append((("meters", index, "unit"), f"meter {other!r} on bus {meter.bus!r} has unit {meter.unit} too"))
+            problems.append((("meters", index, "unit"),
+                             f"meter {other!r} on bus {meter.bus!r} has unit {meter.unit} too"))
         if meter.map_file is not None:
             try:
                 load_map_file(meter.map_file)

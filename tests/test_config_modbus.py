@@ -148,4 +148,5 @@ def test_check_config_exits_2_on_a_broken_map_file(tmp_path, capsys):
     config.write_text(BASE.replace('map = "sdm630"', f'map_file = "{own}"'))
     assert main(["check-config", str(config)]) == 2
     assert capsys.readouterr().err.strip() == \
-        f"{config}:20: meters[0].map_file: {own}:9: registers[1] 'power': name: 'power' is used twice; names must be unique"
+        f"{config}:20: meters[0].map_file: {own}:9: registers[1] 'power': name: 'power' is used twice; " \
+        "names must be unique"

@@ -155,5 +155,6 @@ class ModbusCollector(PolledBus[ModbusMeter]):
 
     def status(self) -> dict[str, Any]:
         out = super().status()
+        out["counters"].update(self.link_counters)  # one counters object per bus, as every bus has
         out["link"] = dict(self.link_counters)
         return out

@@ -29,7 +29,9 @@ INTEGER_TYPES = [t for t in DATA_TYPES.values() if not t.is_float]
 
 def integers_of(data_type):
     bits = 16 * data_type.registers
-    return st.integers(-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if data_type.signed else st.integers(0, (1 << bits) - 1)
+    if data_type.signed:
+        return st.integers(-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+    return st.integers(0, (1 << bits) - 1)
 
 
 @st.composite
