@@ -74,6 +74,9 @@ EVENTS: Mapping[str, EventKind] = {
                                      "succeeded; details: id, meter, operation, outcome (success, "
                                      "data-access-result, timeout, expired, unknown, cancelled, refused), identity, "
                                      "source, results (JSON: each request, its result and data), error, progress"),
+    "modbus.exception": EventKind(W, "a Modbus meter refused a read with an exception response (the register "
+                                     "map does not fit the meter); once per run of failures; details: meter, unit, "
+                                     "request, exception_code, exception"),
     "dongle.reset": EventKind(W, "a silent radio dongle was reopened and initialised again; details: "
                                  "silent_s, resets"),
     # -- the store -------------------------------------------------------------------------
