@@ -150,22 +150,26 @@ class OperationRelay:
         reached (then it is tried again after ``retry_s``)."""
         try:
             while (operation := await self.queue.head(meter)) is not None:
-                if operation.state is not State.QUEUED:
-                    return  # started by an attempt that outlived its worker
+                if operation.state is not State.QUEUED:  # an attempt that outlived its worker
+                    self._later(meter)
+                    return
                 if operation.request.deadline <= self.clock():
                     await self._end(operation, Outcome.EXPIRED, error="not carried out before its deadline",
                                     only_if=State.QUEUED)
                     continue
                 if not await self._attempt(operation):
-                    self._retry_at[meter] = asyncio.get_running_loop().time() + self.settings().retry_s
+                    self._later(meter)
                     self.counters["retries"] += 1
                     return
         except GatewayError as exc:  # the store failed: try again later
             log.error("operations of meter %s: %s", meter, exc)
-            self._retry_at[meter] = asyncio.get_running_loop().time() + self.settings().retry_s
+            self._later(meter)
         finally:
             self._workers.pop(meter, None)
             self._wake.set()
+
+    def _later(self, meter: str) -> None:
+        self._retry_at[meter] = asyncio.get_running_loop().time() + self.settings().retry_s
 
     async def _attempt(self, operation: Operation) -> bool:
         """One attempt on the meter's line; False when it must be tried again later."""
