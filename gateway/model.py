@@ -94,6 +94,24 @@ class Reading:
             raise ValueError("meter_time must be timezone-aware")
         if isinstance(self.value, float):
             raise TypeError("a reading value is never a float; use Decimal")
+        for name in _TEXT_FIELDS:
+            text = getattr(self, name)
+            if isinstance(text, str) and not text.isascii():
+                _check_utf8(name, text)
+
+
+#: The text fields of a Reading that reach the store and the HES (SQLite and JSON need UTF-8).
+_TEXT_FIELDS = ("device", "quantity", "value", "unit", "obis", "status")
+
+
+def _check_utf8(name: str, text: str) -> None:
+    """Text that UTF-8 cannot carry (lone surrogates, e.g. bytes decoded with
+    ``surrogateescape``) is refused here, so it never reaches the store."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"Reading.{name} is not valid UTF-8 text (character {exc.start}: "
+                         f"{text[exc.start:exc.end]!r})") from None
 
 
 class Severity(str, enum.Enum):
