@@ -53,7 +53,6 @@ from gateway.codecs.dlms.security import (
 from gateway.codecs.dlms.selective import CLOCK_TIME
 from gateway.codecs.dlms.services import ActionResult, AttributeDescriptor, MethodDescriptor
 from gateway.collectors.base import PolledBus, Sink, StateStore
-from gateway.dlms_counters import InvocationCounterStore
 from gateway.collectors.dlms_reader import CosemReader, ReaderCache
 from gateway.collectors.dlms_session import DlmsSession, SessionTarget, dlms_session
 from gateway.collectors.dlms_values import (
@@ -68,6 +67,7 @@ from gateway.collectors.dlms_values import (
     reading_value,
 )
 from gateway.config import DlmsLine, DlmsMeter, derived_system_title, read_key, read_secret
+from gateway.dlms_counters import InvocationCounterStore
 from gateway.errors import ConfigError, TransportError
 from gateway.model import Event, Reading, Record, Severity, dlms_device_id, utc_now, value_text
 from gateway.transports import LineSettings, Transport, open_transport
