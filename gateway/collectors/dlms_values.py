@@ -9,7 +9,9 @@
   integers, BCD and reals become ``Decimal`` (scaled by the register's scaler_unit, exact;
   reals as the shortest decimal that reads back to the same binary value), date-times
   become aware datetimes, booleans stay booleans, text stays text, other octet strings stay
-  bytes, structures and arrays become a JSON text of their values.
+  bytes, structures and arrays become a JSON text of their values. A utf8-string that is
+  not valid UTF-8 arrives from the codec as its raw bytes and stays bytes (reported as hex,
+  like an octet string): the meter's other values are read as usual.
 """
 
 from __future__ import annotations

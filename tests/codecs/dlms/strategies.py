@@ -30,6 +30,15 @@ def _opt(strategy):
     return st.none() | strategy
 
 
+def _not_utf8(raw: bytes) -> bool:
+    """Bytes a utf8-string decodes to raw bytes (kept as such, not as text)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
 def _int_range(fmt: str) -> tuple[int, int]:
     bits = struct.calcsize(fmt) * 8
     if fmt[-1].islower():
@@ -58,7 +67,7 @@ _VALUES = {
     DataType.BIT_STRING: bit_strings,
     DataType.OCTET_STRING: st.binary(max_size=300),
     DataType.VISIBLE_STRING: st.text(st.characters(max_codepoint=255), max_size=40),
-    DataType.UTF8_STRING: st.text(max_size=40),
+    DataType.UTF8_STRING: st.text(max_size=40) | st.binary(max_size=40).filter(_not_utf8),
     DataType.FLOAT32: st.floats(width=32),
     DataType.FLOAT64: st.floats(),
     DataType.DATE_TIME: date_times,

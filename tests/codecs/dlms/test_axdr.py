@@ -220,9 +220,28 @@ def test_data_nested_deeper_than_the_limit_is_refused_not_crashed():
     assert decode_data(b"\x01\x01" * 60 + b"\x00").to_bytes() == b"\x01\x01" * 60 + b"\x00"
 
 
-def test_invalid_utf8_is_kept_and_reencoded_byte_for_byte():
+def test_invalid_utf8_is_kept_as_raw_bytes_and_reencoded_byte_for_byte():
     raw = bytes.fromhex("0C02C328")
+    assert decode_data(raw) == Data(D.UTF8_STRING, b"\xc3(")
     assert decode_data(raw).to_bytes() == raw
+
+
+def test_invalid_utf8_in_one_element_leaves_the_other_elements_decoded():
+    # A structure of a visible-string, a bad utf8-string ("A", 0xFF, "B") and a long-unsigned.
+    raw = bytes.fromhex("0203" "0A024142" "0C0341FF42" "120102")
+    data = decode_data(raw)
+    assert data.value == (Data(D.VISIBLE_STRING, "AB"), Data(D.UTF8_STRING, b"A\xffB"), Data(D.LONG_UNSIGNED, 258))
+    assert data.to_bytes() == raw
+
+
+@given(st.binary(max_size=40))
+def test_no_decoded_text_holds_a_lone_surrogate(payload):
+    for tag in (D.UTF8_STRING, D.VISIBLE_STRING):
+        value = decode_data(bytes((tag, len(payload))) + payload).value
+        if isinstance(value, str):
+            value.encode("utf-8")  # raises on a lone surrogate
+        else:
+            assert tag is D.UTF8_STRING and value == payload
 
 
 def test_values_that_do_not_fit_their_type_cannot_be_encoded():
