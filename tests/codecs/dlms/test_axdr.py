@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import struct
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 from hypothesis import given, settings
@@ -149,6 +149,12 @@ def test_integers_stay_integers_and_scale_exactly():
         to_decimal(Data(D.BCD, 0x4A))
     with pytest.raises(DLMSError, match="not a number"):
         to_decimal(Data(D.OCTET_STRING, b""))
+
+
+def test_scaling_is_exact_whatever_the_callers_decimal_context():
+    with localcontext(prec=6):
+        assert ScalerUnit(-3, 30).apply(Data(D.LONG64_UNSIGNED, (1 << 64) - 1)) == Decimal("18446744073709551.615")
+        assert ScalerUnit(5, 30).apply(Data(D.FLOAT64, 1.2345678901234567)) == Decimal("123456.78901234567")
 
 
 def test_scaler_unit_that_is_not_integer_and_enum_is_refused():
