@@ -144,6 +144,12 @@ get_data_results = data_values | access_results
 blocks = st.builds(sv.DataBlock, st.booleans(), u32, st.binary(max_size=200))
 small_lists = dict(max_size=4)
 
+def _paired(build, descriptors):
+    """A with-list request: one value per descriptor."""
+    pairs = st.lists(st.tuples(descriptors, data_values), **small_lists)
+    return st.builds(lambda p, invoke: build(tuple(d for d, _ in p), tuple(v for _, v in p), invoke), pairs, invokes)
+
+
 service_apdus = st.one_of(
     st.builds(sv.GetRequestNormal, attributes, accesses, invokes),
     st.builds(sv.GetRequestNext, u32, invokes),
@@ -154,8 +160,7 @@ service_apdus = st.one_of(
     st.builds(sv.SetRequestNormal, attributes, data_values, accesses, invokes),
     st.builds(sv.SetRequestWithFirstDatablock, attributes, blocks, accesses, invokes),
     st.builds(sv.SetRequestWithDatablock, blocks, invokes),
-    st.builds(sv.SetRequestWithList, st.lists(with_selection, **small_lists).map(tuple),
-              st.lists(data_values, **small_lists).map(tuple), invokes),
+    _paired(sv.SetRequestWithList, with_selection),
     st.builds(sv.SetRequestWithListAndFirstDatablock, st.lists(with_selection, **small_lists).map(tuple), blocks,
               invokes),
     st.builds(sv.SetResponseNormal, access_results, invokes),
@@ -165,8 +170,7 @@ service_apdus = st.one_of(
     st.builds(sv.SetResponseWithList, st.lists(access_results, **small_lists).map(tuple), invokes),
     st.builds(sv.ActionRequestNormal, methods, _opt(data_values), invokes),
     st.builds(sv.ActionRequestNextPblock, u32, invokes),
-    st.builds(sv.ActionRequestWithList, st.lists(methods, **small_lists).map(tuple),
-              st.lists(data_values, **small_lists).map(tuple), invokes),
+    _paired(sv.ActionRequestWithList, methods),
     st.builds(sv.ActionRequestWithFirstPblock, methods, blocks, invokes),
     st.builds(sv.ActionRequestWithListAndFirstPblock, st.lists(methods, **small_lists).map(tuple), blocks, invokes),
     st.builds(sv.ActionRequestWithPblock, blocks, invokes),
