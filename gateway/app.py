@@ -50,6 +50,7 @@ COLLECTORS = {
     "mbus": "gateway.collectors.mbus:MBusCollector",
     "dlms": "gateway.collectors.dlms:DlmsCollector",
     "wmbus": "gateway.collectors.wmbus:WMBusReceiver",
+    "modbus": "gateway.collectors.modbus:ModbusCollector",
 }
 
 STATUS_FILE = "status.json"
