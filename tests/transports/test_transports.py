@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tty
 
@@ -189,9 +190,8 @@ async def test_a_shared_tcp_port_dropped_by_its_server_is_reopened_while_another
         while data := await reader.read(100):
             received.put_nowait((len(connections), data))
 
-    server = await asyncio.start_server(device, "127.0.0.1", 0)
-    tcp = "127.0.0.1:%d" % server.sockets[0].getsockname()[1]
-    try:
+    async with tcp_serial_server(device) as port:
+        tcp = f"127.0.0.1:{port}"
         async with open_transport(LineSettings(2400), tcp=tcp) as idle_bus:  # holds the port
             async with asyncio.timeout(5):
                 while not connections:
@@ -207,53 +207,47 @@ async def test_a_shared_tcp_port_dropped_by_its_server_is_reopened_while_another
             await idle_bus.write(b"\xE5")  # and the bus that held on uses the new connection too
             assert await asyncio.wait_for(received.get(), 1) == (2, b"\xE5")
         assert len(connections) == 2
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_a_babbling_tcp_serial_server_keeps_only_the_newest_bytes_and_the_rest_count_as_discarded():
     noise, tail = b"\xAA" * (4 * MAX_INBOX_BYTES), b"the reply"
-
-    async def device(reader, writer):
-        writer.write(noise + tail)
-        await writer.drain()
-        await reader.read(100)
-        writer.close()
-
-    server = await asyncio.start_server(device, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with tcp_serial_server(sending(noise + tail)) as port:
         async with TcpTransport("127.0.0.1", port, LineSettings(2400)) as transport:
             await all_arrived(transport, len(noise + tail))
             inbox = transport._inbox
             assert len(inbox.buffer) == MAX_INBOX_BYTES and inbox.buffer.endswith(tail)
             assert transport.reset_input() == len(noise + tail)
             assert transport.bytes_discarded == len(noise + tail)
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_bytes_dropped_before_a_read_count_as_discarded_not_received():
     total = MAX_INBOX_BYTES + 100
-
-    async def device(reader, writer):
-        writer.write(bytes(total))
-        await writer.drain()
-        await reader.read(100)
-        writer.close()
-
-    server = await asyncio.start_server(device, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with tcp_serial_server(sending(bytes(total))) as port:
         async with TcpTransport("127.0.0.1", port, LineSettings(2400)) as transport:
             await all_arrived(transport, total)
             assert len(await transport.read(2 * total, timeout_s=1)) == MAX_INBOX_BYTES
             assert transport.bytes_received == MAX_INBOX_BYTES and transport.bytes_discarded == 100
+
+
+@contextlib.asynccontextmanager
+async def tcp_serial_server(device):
+    """The port of a TCP serial server on loopback whose connections ``device`` serves."""
+    server = await asyncio.start_server(device, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
         await server.wait_closed()
+
+
+def sending(data: bytes):
+    """A device that sends ``data`` at once, then waits for the connection to end."""
+    async def device(reader, writer):
+        writer.write(data)
+        await writer.drain()
+        await reader.read(100)
+        writer.close()
+    return device
 
 
 async def all_arrived(transport, count: int) -> None:
