@@ -17,11 +17,13 @@ the operations relay (:mod:`gateway.operations`), answered with the meter's own 
 ``profiles``    profile buffers read from the store page by page, selective access
 ``registry``    SAP registry: meter ↔ SAP, name, OBIS codes, scalers (durable), latest values
 ``mapping``     the rules for names, OBIS codes, units and exact values
-``counters``    invocation counters kept in the store (reserved ahead, never reused)
 ``push``        the push client (DataNotifications, TCP-acknowledged cursor)
 ``events``      rate-limited ``security.refused`` events
 ``relay``       an HES's SET/ACTION on a meter's logical device carried out on the meter
 ==============  ===========================================================================
+
+Invocation counters are the gateway's one implementation (:mod:`gateway.dlms_counters`):
+the server's outgoing counters share the namespace of every title the gateway sends under.
 """
 
 from gateway.uplinks.dlms_server.server import DEMO_KEYS, DlmsServer

@@ -22,12 +22,12 @@ from gateway.codecs.dlms.axdr import Data, array
 from gateway.codecs.dlms.security import SecurityKeys
 from gateway.codecs.dlms.server import SERVER_CONFORMANCE, ServerSettings
 from gateway.codecs.dlms.xdlms import conformance
-from gateway.config import TEST_KEYS, DlmsUplink, read_key
+from gateway.config import TEST_KEYS, DlmsUplink, read_key, server_system_title
+from gateway.dlms_counters import LEGACY_IN_PREFIX, InvocationCounterStore
 from gateway.errors import ConfigError
 from gateway.model import utc_now
 from gateway.store import Store
 from gateway.uplinks.dlms_server import mapping
-from gateway.uplinks.dlms_server.counters import StoreInvocationCounters
 from gateway.uplinks.dlms_server.events import SecurityEvents
 from gateway.uplinks.dlms_server.objects import LogicalDevice, Role, Services, management_device, meter_device
 from gateway.uplinks.dlms_server.profiles import EventLog, MeterProfile
@@ -43,11 +43,17 @@ log = logging.getLogger(__name__)
 DEMO_KEYS = SecurityKeys(*TEST_KEYS)
 #: Bound of the shutdown: connections closing, the last counter flush.
 SHUTDOWN_S = 5.0
+#: The clients' incoming invocation counters are saved at least this often.
+COUNTERS_SAVE_S = 5.0
 #: The longest SET value or ACTION parameters an association may send in blocks.
 MAX_INCOMING = 64 * 1024
 #: The public client reads: no SET or ACTION, so no blocks of them either.
 PUBLIC_CONFORMANCE = conformance("attribute0-supported-with-get", "block-transfer-with-get-or-read",
                                  "multiple-references", "get", "selective-access")
+#: A connection that fails unexpectedly is logged (WARNING, one line) at most this often;
+#: the others are counted (``connections_failed``) and summed up in the next line. Any
+#: client can open connections: it must not be able to fill the log.
+FAILURE_LOG_INTERVAL_S = 60.0
 
 
 @dataclass
@@ -64,6 +70,7 @@ class ServerStats:
     malformed: int = 0
     refused: int = 0
     ignored: int = 0
+    connections_failed: int = 0
 
 
 class DlmsServer:
@@ -83,10 +90,9 @@ class DlmsServer:
         self.keys = keys
         #: Whether the server has a store cursor (only when it pushes).
         self.has_cursor = config.push is not None
-        self.system_title = bytes.fromhex(config.system_title) if config.system_title else \
-            mapping.system_title_of(gateway_id)
+        self.system_title = server_system_title(config, gateway_id)
         self.management_name = mapping.logical_device_name(gateway_id)
-        self.counters = StoreInvocationCounters(store)
+        self.counters = InvocationCounterStore(store).for_server(self.name)
         self.registry = Registry(store, self.management_name)
         self.stats = ServerStats()
         self.events = SecurityEvents(store, f"dlms:{self.name}", clock)
@@ -98,6 +104,8 @@ class DlmsServer:
         self._services: Services | None = None
         self._devices: dict[int, LogicalDevice] = {}
         self._sessions: dict[asyncio.Task[Any], Session] = {}
+        self._failure_logged_at: float | None = None
+        self._failures_unlogged = 0
 
     # --- what sessions use ------------------------------------------------------------------
 
@@ -139,7 +147,7 @@ class DlmsServer:
             self.keys = SecurityKeys(*await asyncio.to_thread(lambda: (read_key(self.config.ek_file),
                                                                        read_key(self.config.ak_file))))
         self._configure()
-        await self.counters.load()
+        await self._load_counters()
         await self.registry.load()
         if self.pusher is not None:
             await self.pusher.load()
@@ -151,7 +159,7 @@ class DlmsServer:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.registry.run())
-                group.create_task(self.counters.run())
+                group.create_task(self._save_counters())
                 if self.pusher is not None:
                     group.create_task(self.pusher.run())
                 self.listening.set()
@@ -160,6 +168,21 @@ class DlmsServer:
             self.listening.clear()
             server.close()
             await self._close_sessions()
+
+    async def _load_counters(self) -> None:
+        """The clients' last incoming counters (also those kept under the former key)."""
+        await self.counters.load()
+        for key, value in (await self.store.state_items(LEGACY_IN_PREFIX)).items():
+            self.counters.accept_incoming(bytes.fromhex(key.removeprefix(LEGACY_IN_PREFIX)), int(value))
+
+    async def _save_counters(self) -> None:
+        """Save the clients' incoming counters every :data:`COUNTERS_SAVE_S` (and before
+        every SET or ACTION, see the session): a replay after a crash inside that window
+        could only repeat a GET, whose answer is ciphered for the real client; and a whole
+        replayed association fails HLS, whose challenge is new each time."""
+        while True:
+            await asyncio.sleep(COUNTERS_SAVE_S)
+            await self.counters.save()
 
     def _configure(self) -> None:
         size = self.config.max_pdu_size
@@ -197,10 +220,22 @@ class DlmsServer:
         self.stats.connections += 1
         try:
             await session.serve()
-        except Exception:  # noqa: BLE001 - one broken connection must not take the server down
-            log.exception("DLMS server %s: a connection failed", self.name)
+        except Exception as exc:  # noqa: BLE001 - one broken connection must not take the server down
+            self._connection_failed(exc)
         finally:
             del self._sessions[task]
+
+    def _connection_failed(self, exc: Exception) -> None:
+        """Count it; log it in one line, rate-limited (the traceback at DEBUG)."""
+        self.stats.connections_failed += 1
+        now = asyncio.get_running_loop().time()
+        log.debug("DLMS server %s: a connection failed", self.name, exc_info=exc)
+        if self._failure_logged_at is not None and now - self._failure_logged_at < FAILURE_LOG_INTERVAL_S:
+            self._failures_unlogged += 1
+            return
+        more = f" ({self._failures_unlogged} more since the last report)" if self._failures_unlogged else ""
+        self._failure_logged_at, self._failures_unlogged = now, 0
+        log.warning("DLMS server %s: a connection failed: %s: %s%s", self.name, type(exc).__name__, exc, more)
 
     async def _close_sessions(self) -> None:
         """Close every connection (each session then ends on its own; asyncio does not like
@@ -214,7 +249,7 @@ class DlmsServer:
                 task.cancel()
         try:
             async with asyncio.timeout(SHUTDOWN_S):
-                await self.counters.flush()
+                await self.counters.save()
         except Exception as exc:  # noqa: BLE001 - shutting down: say it, go on
             log.warning("DLMS server %s: the last invocation counters were not saved: %s", self.name, exc)
 
