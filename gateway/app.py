@@ -8,11 +8,15 @@ uplinks (bounded) → close the store.
 
 Reconfiguration happens in the running process, under the same TaskGroup
 (:meth:`Gateway.apply`): the new configuration is validated, everything it needs that is
-new is built first (collectors of changed buses, uplinks with changed settings, a store at
-a new path, a signing key at a new path) — a failure there changes nothing — then the
+new is built first (collectors of changed buses, uplinks with changed settings, a signing
+key at a new path) — a failure there changes nothing — then the
 changed parts are stopped and the new ones started, and the new buses must open within
 ``apply_grace_s``. If one does not, the previous configuration is switched back the same
 way. Parts that did not change keep running untouched (and keep their counters).
+Retention and durability settings of ``[store]`` apply to the open store; ``store.path``
+and ``gateway.state_dir`` cannot change while the gateway runs (every collector, uplink and
+the DLMS invocation counters hold the open store): a configuration that changes them is
+refused, and takes effect with a restart.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +59,9 @@ COLLECTORS = {
 }
 
 STATUS_FILE = "status.json"
+#: In the state directory: the high-water marks of the store's counters (DLMS invocation
+#: counters), see :mod:`gateway.store`.
+HIGH_WATER_FILE = "counters.high-water"
 #: Events kept in memory while the store cannot take them (a broken store; a full disk
 #: makes the writer wait instead).
 MAX_UNWRITTEN_EVENTS = 10_000
@@ -86,12 +93,12 @@ class StoreSink:
         self._retry_s = retry_s
         self.waiting_for_space = False
 
-    async def commit(self, records: Sequence[Record]) -> None:
-        if not records:
+    async def commit(self, records: Sequence[Record], *, state: Mapping[str, str] | None = None) -> None:
+        if not records and not state:
             return
         while True:
             try:
-                seqs = await self.store.append(records)
+                seqs = await self.store.append(records, state=state)
                 break
             except StoreFullError:
                 if not self.waiting_for_space:
@@ -283,9 +290,10 @@ class Gateway:
             async with self._apply_lock:  # no reconfiguration while stopping
                 await self._stop_collectors(self.collectors)
                 await self._flush_events()
+                # the stop event and the clean-stop mark together: a crash cannot split them
                 await self.store.append([make_event("gateway.stop", f"gateway stopped ({self.stop_reason})",
-                                                    source="gateway", details={"reason": self.stop_reason})])
-                await self.store.set_state("gateway.running", "0")
+                                                    source="gateway", details={"reason": self.stop_reason})],
+                                        state={"gateway.running": "0"})
                 await self._drain(self.store, self.timing.drain_uplinks_s)
                 self._stop_metrics()
                 rest = [*(self._tasks.pop(f"uplink {u.name}") for u in self.uplinks if f"uplink {u.name}" in self._tasks),
@@ -587,9 +595,11 @@ class Gateway:
             try:
                 meters = await asyncio.to_thread(self.versions.registry_meters)
                 new = effective_config(text, meters, source)
-                if new.state_dir != old.state_dir:
-                    raise ConfigError([f"{source}: gateway.state_dir: cannot change while the gateway runs "
-                                       f"({old.state_dir}); change it with a restart"])
+                for name, before, after in (("gateway.state_dir", old.state_dir, new.state_dir),
+                                            ("store.path", old.store_path, new.store_path)):
+                    if after != before:
+                        raise ConfigError([f"{source}: {name}: cannot change while the gateway runs ({before}); "
+                                           "change it with a restart"])
             except ConfigError as exc:
                 self.emit(make_event("config.rejected", f"configuration from {source} refused: {exc.problems[0]}",
                                      source="gateway", details={"source": source, "problems": "; ".join(exc.problems)}))
@@ -624,36 +634,30 @@ class Gateway:
         or went, start what is new, and (``check``) wait for the new buses to open."""
         old = self.config
         assert self.sink is not None
-        # 1. build everything new; nothing running is touched yet
-        new_store = None
+        # 1. build everything new; nothing running is touched yet (the store stays: its path
+        # cannot change while running, see apply)
         try:
-            if (new.store_path, new.store) != (old.store_path, old.store):
-                new_store = await _open_store(new)
             key = self.key if new.signing_key_path == old.signing_key_path else await self._load_key(new)
             wanted = {**{f"bus {b.name}": collector_fingerprint(new, b) for b in new.buses},
                       **{f"uplink {u.name}": uplink_fingerprint(new, u) for u in uplink_configs(new)}}
             changed = {name for name, print_ in wanted.items() if self._fingerprints.get(name) != print_}
-            sink_store = new_store or self.store
             built_buses = {f"bus {b.name}": b for b in new.buses if f"bus {b.name}" in changed}
             self.config = new  # the uplinks' status and topics follow the new configuration
-            new_collectors = [build_collector(new, bus, self.sink, sink_store) for bus in built_buses.values()]
+            new_collectors = [build_collector(new, bus, self.sink, self.store) for bus in built_buses.values()]
             new_uplinks = []
             for uplink in uplink_configs(new):
                 if f"uplink {uplink.name}" in changed:
                     await asyncio.to_thread(_check_uplink, uplink)
-                    new_uplinks.append(self._uplink(uplink, sink_store, key))
+                    new_uplinks.append(self._uplink(uplink, self.store, key))
         except (GatewayError, OSError, ValueError) as exc:
             self.config = old
-            if new_store is not None:
-                await _close_store(new_store)
             raise ApplyFailed(f"cannot build it: {exc}", touched=False) from None
         # 2. stop what changed or went
         gone = [name for name in self._fingerprints if name not in wanted or name in changed]
         await self._stop_collectors([c for c in self.collectors if f"bus {c.name}" in gone])
         await self._cancel([name for name in gone if name.startswith("uplink ")])
-        if new_store is not None:
-            old_store, self.store, self.sink.store = self.store, new_store, new_store
-            await _close_store(old_store)
+        if new.store != old.store:
+            await self.store.reconfigure(new.store)  # retention and durability, on the open store
         # 3. start what is new
         self.key = key
         self.collectors = [c for c in self.collectors if f"bus {c.name}" not in gone] + new_collectors
@@ -745,7 +749,9 @@ class Gateway:
 async def _open_store(config: GatewayConfig) -> Any:
     from gateway.store import Store
 
-    store = Store(config.store_path, config.store)
+    # The counters' high-water marks live in the state directory, beside no particular
+    # store file: a store at a new path (after a restart) still goes on above them.
+    store = Store(config.store_path, config.store, high_water_file=config.state_dir / HIGH_WATER_FILE)
     await store.__aenter__()
     return store
 

@@ -560,6 +560,17 @@ def derived_system_title(gateway_id: str) -> bytes:
     return b"GWY" + hashlib.sha256(gateway_id.encode("utf-8")).digest()[:5]
 
 
+def server_system_title(server: DlmsUplink, gateway_id: str) -> bytes:
+    """A DLMS server's system title: its ``system_title``, else ``GWY`` and 5 bytes of the
+    SHA-256 of the gateway id and ``/dlms-server`` (Green Book 4.3.4: three manufacturer
+    letters and a serial; set it in production). The default differs from the client title
+    (:func:`derived_system_title`), and check-config refuses a server title that a meter's
+    client title equals: a title sends under keys of its own (one IV namespace)."""
+    if server.system_title:
+        return bytes.fromhex(server.system_title)
+    return b"GWY" + hashlib.sha256(f"{gateway_id}/dlms-server".encode()).digest()[:5]
+
+
 def read_key(reference: str) -> bytes:
     """A 128-bit key from a secret file holding 32 hex digits."""
     text = read_secret(reference)
@@ -838,6 +849,13 @@ def _dlms_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], s
             if (server.host, server.port) in listening:
                 problems.append((("uplinks", "dlms", index, "port"), f"{server.host}:{server.port} is used twice"))
             listening.add((server.host, server.port))
+        title = server_system_title(server, config.gateway.id).hex().upper()
+        clients = [meter.name for meter in config.meters if isinstance(meter, DlmsMeter)
+                   and (meter.system_title or "").upper() == title]
+        if server.enabled and clients:
+            problems.append((("uplinks", "dlms", index, "system_title"),
+                             f"{title} is the client system title of meter {clients[0]!r} too; the server and the "
+                             "gateway as a client need titles of their own (set a different system_title)"))
         if server.push is not None and server.push.security != "none" and server.ek_file is None:
             problems.append((("uplinks", "dlms", index, "push", "security"),
                              "ciphered pushes need the management keys (ek_file, ak_file)"))

@@ -14,9 +14,9 @@ over TCP a connection is opened for each association. Every read of a meter:
 3. the configured objects: registers with their scaler_unit applied exactly (scaler_unit
    read once per object and cached), Data objects, the disconnect control's state ...;
 4. each profile by range from the last captured entry stored in the durable state (first
-   read: ``backfill_s`` back), rows at or before it skipped, rows committed to the sink,
-   then the new last entry stored: a restart or an outage resumes where it stopped, without
-   gaps; a crash between the commit and the state write re-reads those rows once;
+   read: ``backfill_s`` back), rows at or before it skipped, rows committed to the sink
+   together with the new last entry (one transaction): a restart or an outage resumes
+   where it stopped, without gaps and without storing a row twice;
 5. each event log the same way, its rows as ``meter.event`` events.
 
 Failures: a security refusal (wrong key, failed tag, replayed counter, refused credentials)
@@ -53,7 +53,6 @@ from gateway.codecs.dlms.security import (
 from gateway.codecs.dlms.selective import CLOCK_TIME
 from gateway.codecs.dlms.services import ActionResult, AttributeDescriptor, MethodDescriptor
 from gateway.collectors.base import PolledBus, Sink, StateStore
-from gateway.collectors.dlms_counters import InvocationCounterStore
 from gateway.collectors.dlms_reader import CosemReader, ReaderCache
 from gateway.collectors.dlms_session import DlmsSession, SessionTarget, dlms_session
 from gateway.collectors.dlms_values import (
@@ -68,6 +67,7 @@ from gateway.collectors.dlms_values import (
     reading_value,
 )
 from gateway.config import DlmsLine, DlmsMeter, derived_system_title, read_key, read_secret
+from gateway.dlms_counters import InvocationCounterStore
 from gateway.errors import ConfigError, TransportError
 from gateway.model import Event, Reading, Record, Severity, dlms_device_id, utc_now, value_text
 from gateway.transports import LineSettings, Transport, open_transport
@@ -242,7 +242,7 @@ class DlmsCollector(PolledBus[DlmsMeter]):
                 return await read.run()
         finally:
             # Profile rows already read are kept even when a later part of the read failed;
-            # committed outside the association (the line is free again), then their marks.
+            # committed outside the association (the line is free again), with their marks.
             if read is not None:
                 await read.keep_rows()
 
@@ -306,12 +306,10 @@ class _MeterRead(CosemReader):
         self.marks: list[tuple[str, str]] = []
 
     async def keep_rows(self) -> None:
-        """Commit the rows read, then store how far each profile was read: a crash
-        between the two re-reads those rows once, never skips any."""
+        """Commit the rows read and how far each profile was read, in one transaction: a
+        crash keeps both or neither, so no row is skipped and none stored twice."""
         if self.rows:
-            await self.c._sink.commit(self.rows)
-        for key, value in self.marks:
-            await self.c.state.set_state(key, value)
+            await self.c._sink.commit(self.rows, state=dict(self.marks))
 
     async def run(self) -> list[Record]:
         await self.identify()

@@ -15,10 +15,12 @@ pushed as ciphered DataNotifications from the server's own store cursor.
 ``profiles``    profile buffers read from the store page by page, selective access
 ``registry``    SAP registry: meter ↔ SAP, name, OBIS codes, scalers (durable), latest values
 ``mapping``     the rules for names, OBIS codes, units and exact values
-``counters``    invocation counters kept in the store (reserved ahead, never reused)
 ``push``        the push client (DataNotifications, TCP-acknowledged cursor)
 ``events``      rate-limited ``security.refused`` events
 ==============  ===========================================================================
+
+Invocation counters are the gateway's one implementation (:mod:`gateway.dlms_counters`):
+the server's outgoing counters share the namespace of every title the gateway sends under.
 """
 
 from gateway.uplinks.dlms_server.server import DEMO_KEYS, DlmsServer

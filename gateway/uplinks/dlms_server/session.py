@@ -47,6 +47,7 @@ from gateway.codecs.dlms.services import (
 from gateway.codecs.dlms.wrapper import WrapperMessage, WrapperParser
 from gateway.codecs.dlms.xdlms import ExceptionResponse
 from gateway.errors import StoreError
+from gateway.dlms_counters import SERVER_NEED
 from gateway.uplinks.dlms_server import objects
 from gateway.uplinks.dlms_server.objects import (
     ACTION_UNDEFINED,
@@ -100,7 +101,7 @@ class Association:
     async def handle(self, apdu: bytes, device: LogicalDevice) -> bytes:
         """The answer to one APDU."""
         if self.secured:
-            await self.server.counters.prepare(self.server.system_title)
+            await self.server.counters.reserve(self.server.system_title, SERVER_NEED)
         before = self.codec.state
         try:
             event = self.codec.receive_apdu(apdu)
@@ -177,7 +178,7 @@ class Association:
             return codec.answer_get_list([await self._get_in_list(item.attribute, item.access, context)
                                           for item in request.attributes])
         if self.secured:
-            await self.server.counters.flush()  # a replay must not repeat a change after a crash
+            await self.server.counters.save()  # a replay must not repeat a change after a crash
         if isinstance(request, SetRequestNormal):
             return codec.answer_set(await _write(context, request.attribute, request.value))
         if isinstance(request, SetRequestWithList):
