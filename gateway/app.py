@@ -203,6 +203,7 @@ class Gateway:
         self._status_failing = False
         #: Events taken from the queue but not yet committed (kept across a writer restart).
         self._unwritten: list[Event] = []
+        self.relay: Any = None
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -217,6 +218,7 @@ class Gateway:
             self.key = await self._load_key(config)
             self.sink = sink = StoreSink(store, self.listeners)
             self.collectors = build_collectors(config, sink, state=store)
+            self.relay = self._operations_relay()
             self.uplinks = [self._uplink(uplink, store, self.key) for uplink in uplink_configs(config)]
             self._fingerprints = {
                 **{f"bus {bus.name}": collector_fingerprint(config, bus) for bus in config.buses},
@@ -278,6 +280,8 @@ class Gateway:
             helpers = {"helper housekeeping": self._housekeeping, "helper events": self._write_events,
                        "helper watchdog": lambda: self.notifier.watchdog(self.store_answers),
                        "helper control": self._serve_control, "helper reload": self._reload_on_request}
+            if self.relay is not None:  # None in a gateway built without run() (tests of supervision)
+                helpers["helper operations"] = self.relay.run
             for name, factory in helpers.items():
                 self._start(name, factory)
             self._start_metrics(self.config)
@@ -445,6 +449,7 @@ class Gateway:
             "store": store_stats,
             "buses": {c.name: c.status() for c in self.collectors},
             "uplinks": {u.name: u.status() for u in self.uplinks if hasattr(u, "status")},
+            "operations": self.relay.status() if self.relay is not None else None,
             "children": {name: {"restarts": s.restarts, "last_error": s.last_error, "running": s.running}
                          for name, s in self.children.items()},
         }
@@ -497,6 +502,7 @@ class Gateway:
         return self._dlms_server(uplink_config, store)
 
     def _mqtt_uplink(self, uplink_config: Any, store: Any, key: Any) -> Any:
+        from gateway.operations.commands import mqtt_commands
         from gateway.uplinks.mqtt import MqttPublisher
 
         return MqttPublisher(
@@ -507,13 +513,22 @@ class Gateway:
             status=self.status,
             on_demand_read=self.read_now,
             on_connection=self._uplink_connection(uplink_config.name, f"{uplink_config.host}:{uplink_config.port}"),
-            commands={"config": self._remote_config_command(uplink_config)},
+            commands={"config": self._remote_config_command(uplink_config),
+                      **mqtt_commands(self.relay, uplink_config.name)},
         )
 
     def _dlms_server(self, server_config: Any, store: Any) -> Any:
         from gateway.uplinks.dlms_server import DlmsServer
 
-        return DlmsServer(server_config, gateway_id=self.config.gateway.id, store=store)
+        return DlmsServer(server_config, gateway_id=self.config.gateway.id, store=store, relay=self.relay)
+
+    def _operations_relay(self) -> Any:
+        """HES operations on meters (gateway/operations): settings, store and lines as they
+        are now, after any reconfiguration."""
+        from gateway.operations import OperationRelay
+
+        return OperationRelay(lambda: self.config.operations, lambda: self.store, lambda: self.collectors,
+                              state_dir=self.config.state_dir, tz=ZoneInfo(self.config.gateway.timezone))
 
     def _remote_config_command(self, uplink_config: Any) -> Callable[[dict[str, Any]], Awaitable[Any]]:
         from gateway.uplinks.commands import CommandError
@@ -715,6 +730,7 @@ class Gateway:
 
     async def _serve_control(self) -> None:
         from gateway.control import serve
+        from gateway.operations.commands import control_commands
         from gateway.uplinks.commands import CommandRouter
 
         async def config(args: dict[str, Any]) -> Any:
@@ -738,7 +754,7 @@ class Gateway:
             return await self.status()
 
         router = CommandRouter({"config": config, "reload": reload, "keys.rotate": rotate, "audit": audit,
-                                "status": status}, timeout_s=600)
+                                "status": status, **control_commands(self.relay)}, timeout_s=600)
         try:
             async with serve(self.config.state_dir, router):
                 await asyncio.Event().wait()

@@ -696,6 +696,51 @@ class MetricsSection(Model):
         return int((self.listen or ":0").rpartition(":")[2])
 
 
+#: Operation names a permission may grant (gateway/operations/named.py) and ``cancel``.
+OPERATION_NAMES = ("get", "set", "action", "disconnect", "reconnect", "disconnect-state", "limiter", "calendar",
+                   "clock-set", "message", "firmware", "cancel", "*")
+
+
+class OperationPermission(Model):
+    """What one HES identity may do on which meters (``[[operations.permissions]]``)."""
+
+    identity: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$",
+                          description="an MQTT identity (the topic level after cmd/op/, which the broker's ACL ties "
+                                      "to the client's credentials) or a DLMS/COSEM server's client, SERVER:SAP "
+                                      "(\"dlms:1\": the management client of the server named dlms)")
+    operations: list[str] = Field(description="operation names (get, set, action, disconnect, reconnect, "
+                                              "disconnect-state, limiter, calendar, clock-set, message, firmware), "
+                                              "cancel (others' operations), or \"*\"; get/set/action also cover "
+                                              "every named operation made of those requests")
+    meters: list[str] = Field(default_factory=lambda: ["*"],
+                              description="meter names or device ids, shell patterns allowed (\"hall-*\")")
+
+    @field_validator("operations")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in OPERATION_NAMES]
+        if unknown:
+            raise ValueError(f"unknown operation {unknown[0]!r} (one of {', '.join(OPERATION_NAMES)})")
+        return value
+
+
+class OperationsSection(Model):
+    """The operations relay: HES operations (GET/SET/ACTION, disconnect, tariffs, firmware)
+    carried to DLMS meters, queued while a meter is unreachable."""
+
+    retry_s: float = Field(60, gt=0, le=86400, description="how soon an unreachable meter is tried again")
+    default_deadline_s: float = Field(86400, gt=0, description="deadline of an operation submitted without one")
+    max_deadline_s: float = Field(30 * 86400, gt=0, description="the latest deadline an operation may ask for")
+    dlms_wait_s: float = Field(20, gt=0, le=600, description="how long the DLMS/COSEM server waits for the meter's "
+                                                             "answer to an HES's SET/ACTION passed through")
+    dlms_queue: bool = Field(False, description="an HES's SET/ACTION for an unreachable meter stays queued (until "
+                                                "default_deadline_s) after the server answered temporary-failure")
+    max_image_bytes: int = Field(16 << 20, gt=0, le=1 << 30, description="largest firmware image the gateway takes")
+    poll_s: float = Field(1.0, gt=0, le=60, description="image transfer: interval of status polls while a meter "
+                                                        "verifies or activates")
+    permissions: list[OperationPermission] = Field(default_factory=list)
+
+
 class GatewayConfig(Model):
     """The whole configuration. A DLMS meter without ``system_title`` gets the client
     system title derived from the gateway id (:func:`derived_system_title`)."""
@@ -707,6 +752,7 @@ class GatewayConfig(Model):
     buses: list[Bus] = Field(default_factory=list)
     meters: list[Meter] = Field(default_factory=list)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    operations: OperationsSection = Field(default_factory=OperationsSection)
 
     @model_validator(mode="before")
     @classmethod

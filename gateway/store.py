@@ -935,6 +935,22 @@ class _SyncStore:
         return [{"id": i, "at": at, "action": action, "actor": actor, "details": json.loads(details), "prev": prev,
                  "hash": digest} for i, at, action, actor, details, prev, digest in rows]
 
+    def transact(self, work: Callable[[sqlite3.Connection, int], tuple[T, Sequence[Record]]],
+                 doing: str) -> tuple[T, list[int]]:
+        """Run ``work(connection, next seq)`` and append the records it returns, in one
+        durable transaction (tables of other modules: the operations queue)."""
+        with self._errors(doing), self._durable(), self._transaction() as tx:
+            result, records = work(self.conn, tx.next_seq)
+            seqs = self._insert(tx, records)
+        return result, list(seqs)
+
+    def query(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(connection)`` for reading (a read-only store too)."""
+        try:
+            return work(self.conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: reading failed: {exc}") from exc
+
     def _recovered_event(self) -> Event:
         now = self.clock()
         assert self.full_since is not None
@@ -1607,6 +1623,18 @@ class Store:
 
     async def audit_log(self) -> list[dict[str, Any]]:
         return await self._call(self._sync.audit_log)
+
+    async def transact(self, work: Callable[[sqlite3.Connection, int], tuple[T, Sequence[Record]]],
+                       doing: str = "writing") -> tuple[T, list[int]]:
+        """Run ``work(connection, next_seq)`` on the writer thread and append the records it
+        returns, in one durable transaction: ``(its result, the records' seqs)``; the first
+        record gets ``next_seq``. For modules that keep a table of their own beside the
+        records (the operations queue)."""
+        return await self._call(self._sync.transact, work, doing)
+
+    async def query(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(connection)`` on the store's thread for reading (read-only stores too)."""
+        return await self._call(self._sync.query, work)
 
     async def set_state(self, key: str, value: str) -> None:
         """Durable small key-value state (survives power loss even with synchronous=normal)."""

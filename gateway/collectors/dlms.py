@@ -81,8 +81,9 @@ SECURITY_CONTROL = {
     "authenticated+encrypted": AUTHENTICATED_ENCRYPTION,
 }
 AUTHENTICATION = {"none": Authentication.NONE, "low": Authentication.LOW, "gmac": Authentication.HIGH_GMAC}
-#: Clock methods (Blue Book 4.5.1): adjust_to_quarter.
-ADJUST_TO_QUARTER = 2
+#: Clock methods (Blue Book 4.5.1): adjust_to_quarter is method 1 (2 is
+#: adjust_to_measuring_period).
+ADJUST_TO_QUARTER = 1
 #: The clock status bit kept when the gateway sets the time (the meter knows its DST).
 _KEPT_STATUS = ClockStatus.DAYLIGHT_SAVING_ACTIVE
 #: A range read reaches this far past the gateway's now (a meter clock slightly ahead).
@@ -283,6 +284,18 @@ class DlmsCollector(PolledBus[DlmsMeter]):
         out["link"] = dict(self.link_counters)
         return out
 
+    def device_of(self, meter: str) -> str | None:
+        """The device id of ``meter`` once it has been read (else None)."""
+        cache = self._cache.get(meter)
+        return cache.device if cache is not None else None
+
+    async def identify(self, meter: DlmsMeter, session: DlmsSession) -> str:
+        """The device id of ``meter``, read in ``session`` (the logical device name) unless
+        it is known already."""
+        read = _MeterRead(self, meter, session)
+        await read.identify()
+        return read.cache.device
+
     def _meter_event(self, meter: DlmsMeter, code: str, severity: Severity, message: str,
                      details: dict[str, str | int]) -> Event:
         return Event(code=code, severity=severity, message=message, occurred_at=self._clock(),
@@ -329,6 +342,9 @@ class _MeterRead(CosemReader):
         if self.cache.device is None:
             self.cache.device = dlms_device_id(await self.device_name())
             self.c.health[self.meter.name].device = self.cache.device
+            # Which configured meter a device is, for those who know only the device (the
+            # DLMS server's logical devices, operations addressed by device id).
+            await self.c.state.set_state(f"dlms.device.{self.meter.name}", self.cache.device)
 
     def reading(self, spec: ObjectSpec, value, unit: str | None, *, meter_time: datetime | None = None,
                 status: str | None = None, quantity: str | None = None) -> Reading:

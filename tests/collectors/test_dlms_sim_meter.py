@@ -78,7 +78,7 @@ async def test_adjust_to_quarter_is_an_action_on_the_clock(tmp_path):
         collector = DlmsCollector(line(tcp=address), [config], sink, UTC)
         async with running(collector):
             await asyncio.wait_for(collector.read_now("m1"), 10)
-    assert sim.actions == [(8, 2)]
+    assert sim.actions == [(8, 1)]  # adjust_to_quarter is method 1 (Blue Book 4.5.1)
     assert sink.of(Event)[0].details["method"] == "adjust_to_quarter"
 
 

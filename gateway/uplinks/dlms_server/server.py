@@ -33,6 +33,7 @@ from gateway.uplinks.dlms_server.objects import LogicalDevice, Role, Services, m
 from gateway.uplinks.dlms_server.profiles import EventLog, MeterProfile
 from gateway.uplinks.dlms_server.push import Pusher
 from gateway.uplinks.dlms_server.registry import MANAGEMENT_SAP, Registry
+from gateway.uplinks.dlms_server.relay import pass_through
 from gateway.uplinks.dlms_server.session import Session
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,11 @@ class DlmsServer:
     key files of the configuration (a demo passes the Green Book keys)."""
 
     def __init__(self, config: DlmsUplink, *, gateway_id: str, store: Store,
-                 clock: Callable[[], datetime] = utc_now, keys: SecurityKeys | None = None) -> None:
+                 clock: Callable[[], datetime] = utc_now, keys: SecurityKeys | None = None,
+                 relay: Any = None) -> None:
         self.config = config
+        #: The operations relay: SET and ACTION on a meter's logical device reach the meter.
+        self.relay = relay
         self.name = config.name
         self.gateway_id = gateway_id
         self.store = store
@@ -129,6 +133,11 @@ class DlmsServer:
 
     async def security_event(self, reason: str, message: str, peer: str) -> None:
         await self.events.refused(reason, message, peer)
+
+    async def pass_through(self, context: Any, descriptor: Any, data: Data | None) -> Any:
+        """The meter's own answer to an HES's SET or ACTION on its logical device, or None
+        (see :mod:`~gateway.uplinks.dlms_server.relay`)."""
+        return await pass_through(self.relay, self.name, context, descriptor, data)
 
     # --- running ----------------------------------------------------------------------------
 
