@@ -31,7 +31,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway import __version__
-from gateway.clock import ClockWatch
+from gateway.clock import ClockWatch, time_quality
 from gateway.collectors.base import Collector, StateStore
 from gateway.collectors.health import Thresholds
 from gateway.config import Bus, GatewayConfig
@@ -72,18 +72,26 @@ class StoreSink:
     When the disk is full the store has already tried to make room by dropping the oldest
     records (with events); if the write still fails the caller waits here, so the bus stops
     polling instead of collecting data that could not be kept, and resumes when space returns.
+    ``tag`` (the device lifecycle's tagger) sees every batch first: it tags the readings of
+    registered devices and adds the events their flags and clocks raise.
     """
 
     def __init__(self, store: Any, listeners: Sequence[Callable[[Sequence[Record], list[int]], None]] = (),
-                 *, retry_s: float = 5.0) -> None:
+                 *, retry_s: float = 5.0,
+                 tag: Callable[[Sequence[Record]], Awaitable[list[Record]]] | None = None) -> None:
         self.store = store  # swapped when a new configuration moves the store
         self._listeners = list(listeners)
         self._retry_s = retry_s
+        self.tag = tag
         self.waiting_for_space = False
 
-    async def commit(self, records: Sequence[Record]) -> None:
+    async def commit(self, records: Sequence[Record]) -> list[int]:
+        """Store ``records`` (tagged); their sequence numbers, in order."""
         if not records:
-            return
+            return []
+        count = len(records)  # the tagger keeps them in order and adds its events after them
+        if self.tag is not None:
+            records = await self.tag(records)
         while True:
             try:
                 seqs = await self.store.append(records)
@@ -96,6 +104,7 @@ class StoreSink:
         self.waiting_for_space = False
         for listener in self._listeners:
             listener(records, seqs)
+        return seqs[:count]
 
 
 def _collector_class(protocol: str) -> Any:
@@ -188,6 +197,7 @@ class Gateway:
         self._apply_lock = asyncio.Lock()
         self._reload_wanted = asyncio.Event()
         self._metrics: Any = None
+        self.lifecycle: Any = None
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -200,8 +210,12 @@ class Gateway:
         self.store = store = await _open_store(config)
         try:
             self.key = await self._load_key(config)
-            self.sink = sink = StoreSink(store, self.listeners)
-            self.collectors = build_collectors(config, sink, state=store)
+            from gateway.lifecycle.service import DeviceLifecycle
+
+            self.lifecycle = DeviceLifecycle(self)
+            await self.lifecycle.start()
+            self.sink = sink = StoreSink(store, self.listeners, tag=self.lifecycle.tagger.tag)
+            self.collectors = [self._hooked(c) for c in build_collectors(config, sink, state=store)]
             self.uplinks = [self._uplink(uplink, store, self.key) for uplink in uplink_configs(config)]
             self._fingerprints = {
                 **{f"bus {bus.name}": collector_fingerprint(config, bus) for bus in config.buses},
@@ -255,7 +269,8 @@ class Gateway:
                 self._start(f"uplink {uplink.name}", uplink.run)
             helpers = [group.create_task(self._housekeeping()), group.create_task(self._write_events()),
                        group.create_task(self.notifier.watchdog(self.store_answers)),
-                       group.create_task(self._serve_control()), group.create_task(self._reload_on_request())]
+                       group.create_task(self._serve_control()), group.create_task(self._reload_on_request()),
+                       group.create_task(self.lifecycle.run())]
             self._start_metrics(self.config)
             await asyncio.sleep(0)  # let every child begin before telling systemd we are up
             self.notifier.ready(f"running: {len(self.collectors)} buses, {len(self.config.meters)} meters, "
@@ -318,6 +333,28 @@ class Gateway:
                                  details={"child": child.name, "restarts": child.restarts}))
 
         await supervise(state, factory, on_failure=report)
+
+    # -- the device lifecycle's host ----------------------------------------------------------
+
+    def _hooked(self, collector: Collector) -> Collector:
+        """A collector that tells the lifecycle about the devices it hears and is not
+        configured for."""
+        if hasattr(collector, "on_discovery") and self.lifecycle is not None:
+            collector.on_discovery = self.lifecycle.discovered
+        return collector
+
+    async def commit(self, records: Sequence[Record]) -> list[int]:
+        """Store records as the collectors do (tagged); their sequence numbers."""
+        assert self.sink is not None
+        return await self.sink.commit(records)
+
+    async def apply_registry(self, source: str, actor: str) -> dict[str, Any]:
+        """Run the configuration again with the registry as it is now (a device went into
+        or out of service), transactionally."""
+        if self.config_text is None:
+            raise GatewayError("this gateway was not started from a configuration text; devices cannot be put "
+                               "into service")
+        return await self.apply(self.config_text, source, actor=actor)
 
     # -- events -------------------------------------------------------------------------------
 
@@ -416,6 +453,7 @@ class Gateway:
             "config": {"hash": active.get("hash"), "number": active.get("number"),
                        "applied_at": active.get("applied_at"), "source": active.get("source")},
             "signing_kid": getattr(self.key, "kid", None),
+            "clock": await asyncio.to_thread(time_quality),
             "store": store_stats,
             "buses": {c.name: c.status() for c in self.collectors},
             "uplinks": {u.name: u.status() for u in self.uplinks if hasattr(u, "status")},
@@ -472,7 +510,7 @@ class Gateway:
             status=self.status,
             on_demand_read=self.read_now,
             on_connection=self._uplink_connection(uplink_config.name, f"{uplink_config.host}:{uplink_config.port}"),
-            commands={"config": self._remote_config_command(uplink_config)},
+            commands={"config": self._remote_config_command(uplink_config), **self._remote_device_commands(uplink_config)},
         )
 
     def _dlms_server(self, server_config: Any, store: Any) -> Any:
@@ -504,6 +542,25 @@ class Gateway:
             return result
 
         return config_command
+
+    def _remote_device_commands(self, uplink_config: Any) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
+        """The ``devices.*`` commands for the HES; those that change a device only with
+        ``allow_remote_devices`` on the uplink (each one audited, as the device's life is)."""
+        from gateway.lifecycle.commands import READ_ONLY, device_commands
+        from gateway.uplinks.commands import CommandError
+
+        actor = f"hes via {uplink_config.name}"
+        handlers = device_commands(self.lifecycle, lambda _args: actor)
+
+        def guarded(name: str, handler: Callable[[dict[str, Any]], Awaitable[Any]]) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+            async def command(args: dict[str, Any]) -> Any:
+                if name not in READ_ONLY and not uplink_config.allow_remote_devices:
+                    raise CommandError(f"{name} is not allowed on uplink {uplink_config.name} (set "
+                                       "allow_remote_devices = true in its [[uplinks.mqtt]])")
+                return await handler(args)
+            return command
+
+        return {name: guarded(name, handler) for name, handler in handlers.items()}
 
     async def _audit_remote(self, command: str, uplink: str, *, ok: bool) -> None:
         from gateway.audit import record
@@ -605,7 +662,8 @@ class Gateway:
             sink_store = new_store or self.store
             built_buses = {f"bus {b.name}": b for b in new.buses if f"bus {b.name}" in changed}
             self.config = new  # the uplinks' status and topics follow the new configuration
-            new_collectors = [build_collector(new, bus, self.sink, sink_store) for bus in built_buses.values()]
+            new_collectors = [self._hooked(build_collector(new, bus, self.sink, sink_store))
+                              for bus in built_buses.values()]
             new_uplinks = []
             for uplink in uplink_configs(new):
                 if f"uplink {uplink.name}" in changed:
@@ -622,6 +680,8 @@ class Gateway:
         await self._cancel([name for name in gone if name.startswith("uplink ")])
         if new_store is not None:
             old_store, self.store, self.sink.store = self.store, new_store, new_store
+            if self.lifecycle is not None:
+                self.lifecycle.tagger.state = new_store
             await _close_store(old_store)
         # 3. start what is new
         self.key = key
@@ -702,8 +762,11 @@ class Gateway:
         async def status(_args: dict[str, Any]) -> Any:
             return await self.status()
 
+        from gateway.lifecycle.commands import device_commands
+
+        devices = device_commands(self.lifecycle, lambda args: str(args.get("actor", "local")))
         router = CommandRouter({"config": config, "reload": reload, "keys.rotate": rotate, "audit": audit,
-                                "status": status}, timeout_s=600)
+                                "status": status, **devices}, timeout_s=600)
         try:
             async with serve(self.config.state_dir, router):
                 await asyncio.Event().wait()

@@ -16,6 +16,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
@@ -121,6 +122,9 @@ class MqttUplink(Model):
     allow_plaintext: bool = Field(False, description="permit mqtt:// to a non-loopback broker (not recommended)")
     allow_remote_config: bool = Field(False, description="accept the `config` command (a new configuration as TOML) "
                                                          "from the HES over this uplink")
+    allow_remote_devices: bool = Field(False, description="accept the devices.* commands that change a device "
+                                                          "(commission, exchange, rekey …) from the HES over this "
+                                                          "uplink; devices.list and devices.show are always answered")
     batch_size: int = Field(500, ge=1, le=10_000, description="records per MQTT message")
     keepalive_s: int = Field(30, ge=5, le=3600)
     connect_timeout_s: float = Field(10, gt=0)
@@ -486,6 +490,16 @@ class DlmsMeter(Model):
     event_logs: list[str] = Field(default_factory=list, description="OBIS codes of event logs (Profile Generic)")
     clock_sync: DlmsClockSync | None = None
     schedule: Schedule = Field(default_factory=Schedule)
+    kek_file: str | None = Field(None, description="master key (KEK), 32 hex digits: wraps new keys in a key "
+                                                   "transfer (`gateway devices rekey`)")
+    security_setup: str = Field("0.0.43.0.0.255", description="the security setup object (class 64) of this "
+                                                              "client's association, for key transfers")
+    previous_ek_file: str | None = Field(None, description="the keys before the last key transfer, still tried "
+                                                           "until key_overlap_until")
+    previous_ak_file: str | None = None
+    key_overlap_until: datetime | None = Field(None, description="until when the previous keys are tried")
+    key_generation: int = Field(0, ge=0, description="counts key transfers; the meter's invocation counters are "
+                                                     "kept per key generation")
 
     @field_validator("objects", "event_logs")
     @classmethod
@@ -517,7 +531,13 @@ class DlmsMeter(Model):
         return self
 
     def key_files(self) -> dict[str, str]:
-        return {name: getattr(self, name) for name in ("ek_file", "ak_file") if getattr(self, name) is not None}
+        return {name: getattr(self, name) for name in ("ek_file", "ak_file", "kek_file", "previous_ek_file",
+                                                       "previous_ak_file") if getattr(self, name) is not None}
+
+    @field_validator("security_setup")
+    @classmethod
+    def _security_setup(cls, value: str) -> str:
+        return _obis_text(value)
 
 
 def derived_system_title(gateway_id: str) -> bytes:
@@ -563,6 +583,10 @@ class WMBusMeter(Model):
                                                    "service can read; absent: the meter sends plaintext")
     expected_interval_s: float = Field(gt=0, le=31 * 86400, description="how often the meter transmits")
     not_heard_after: int = Field(3, ge=1, le=1000, description="comm.not_heard after this many intervals of silence")
+    previous_key_file: str | None = Field(None, description="the key the meter used before it was re-keyed, still "
+                                                            "accepted until key_overlap_until")
+    key_overlap_until: datetime | None = Field(None, description="until when previous_key_file is tried (ISO 8601 "
+                                                                 "with offset)")
 
     @field_validator("id")
     @classmethod
@@ -622,6 +646,19 @@ class MetricsSection(Model):
         return int((self.listen or ":0").rpartition(":")[2])
 
 
+class DevicesSection(Model):
+    """The device lifecycle (`gateway devices`): discovery, commissioning, key changes."""
+
+    discover: bool = Field(True, description="register devices heard on the air (and not configured) as "
+                                             "discovered, with a device.discovered event")
+    commission_wait_s: float = Field(300, gt=0, le=86400, description="commissioning waits this long for a wireless "
+                                                                      "device's telegram (it cannot be asked)")
+    key_overlap_s: float = Field(7 * 86400, ge=0, le=366 * 86400, description="after a key change the previous key "
+                                                                                "is still accepted this long")
+    clock_tolerance_s: float = Field(60, gt=0, description="a device clock further off than this is drift (a "
+                                                           "device's declaration may say otherwise)")
+
+
 class GatewayConfig(Model):
     """The whole configuration. A DLMS meter without ``system_title`` gets the client
     system title derived from the gateway id (:func:`derived_system_title`)."""
@@ -633,6 +670,7 @@ class GatewayConfig(Model):
     buses: list[Bus] = Field(default_factory=list)
     meters: list[Meter] = Field(default_factory=list)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    devices: DevicesSection = Field(default_factory=DevicesSection)
 
     @model_validator(mode="before")
     @classmethod

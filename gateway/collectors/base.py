@@ -184,6 +184,14 @@ class PolledBus(ABC, Generic[M]):
         self._wake.set()
         return await future
 
+    async def run_exclusive(self, job: Callable[[], Awaitable[T]]) -> T:
+        """Run ``job()`` on the bus as soon as it is free, ahead of scheduled reads, for
+        work that concerns no configured meter (commissioning a new device, a bus scan)."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._on_demand.append((None, lambda _meter: job(), future))  # type: ignore[arg-type]
+        self._wake.set()
+        return await future
+
     def use_thresholds(self, thresholds: Thresholds) -> None:
         """When this bus's meters are failing and unreachable (from the configuration)."""
         for health in self.health.values():

@@ -40,6 +40,10 @@ def test_json_prints_one_reading_per_line_in_the_form_the_hes_receives(state, ca
         "meter_time": "2024-05-01T13:00:00+01:00",
         "captured_at": "2024-05-01T12:00:00+00:00",
         "status": "00",
+        "point": None,
+        "metrological": None,
+        "protection": None,
+        "flags": [],
     }
 
 
