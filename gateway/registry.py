@@ -102,6 +102,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 MAX_DISCOVERED = 1000
 KEY_PATTERN = re.compile(r"[0-9A-Fa-f]{32}")
 LOCK = "registry.lock"
+#: The [[meters]] table fields that name key (or password) files.
+KEY_FILES = ("key_file", "previous_key_file", "ek_file", "ak_file", "kek_file", "previous_ek_file", "previous_ak_file",
+             "password_file")
 
 
 def parse_key(text: str, what: str) -> str:
@@ -289,8 +292,7 @@ class MeterRegistry:
         self._removed_keys.clear()
 
     def remove_key_file(self, entry: dict[str, Any]) -> None:
-        for field in ("key_file", "previous_key_file", "ek_file", "ak_file", "kek_file", "previous_ek_file",
-                      "previous_ak_file"):
+        for field in KEY_FILES:
             key_file = entry["meter"].get(field)
             if key_file and Path(key_file).parent == self.key_dir:
                 Path(key_file).unlink(missing_ok=True)

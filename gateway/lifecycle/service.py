@@ -43,6 +43,7 @@ from gateway.registry import (
     FINAL_STATES,
     IN_SERVICE,
     INSTALLED,
+    KEY_FILES,
     SUSPENDED,
     MeterRegistry,
     TransitionRefused,
@@ -115,6 +116,8 @@ class DeviceLifecycle:
                 await job()
             except GatewayError as exc:
                 log.error("device lifecycle: %s", exc)
+            except Exception:  # a defect in one job must not stop the others, nor the gateway
+                log.exception("device lifecycle: a job failed")
 
     async def refresh(self) -> MeterRegistry:
         """The tagger's view of the registry, after a change (or at start)."""
@@ -142,15 +145,7 @@ class DeviceLifecycle:
 
     async def show(self, name: str, *, history: bool = False) -> dict[str, Any]:
         registry = await asyncio.to_thread(MeterRegistry, self.state_dir)
-        entry = _get(registry, name)
-        out = {**summary(entry), "entry": public_entry(entry)}
-        if entry.get("point"):
-            out["point_history"] = registry.points.get(entry["point"], {}).get("devices", [])
-        if history:
-            log_entries = await self.host.store.audit_log()
-            out["history"] = device_history(log_entries, entry["id"])
-            out["chain_intact"] = audit.verify_chain(log_entries) is None
-        return out
+        return describe(registry, name, await self.host.store.audit_log() if history else None)
 
     # -- discovery -----------------------------------------------------------------------------
 
@@ -176,7 +171,13 @@ class DeviceLifecycle:
     async def _register_discovered(self, bus: str, address: Any, first_seen: datetime | None, how: str, *,
                                    actor: str = GATEWAY) -> str | None:
         device = address.device
-        table = {"protocol": "mbus" if how == "scan" else "wmbus", "bus": bus, **address.table()}
+        identity = address.as_dict()
+        if how == "scan":
+            table = {"protocol": "mbus", "bus": bus, **address.table()}
+        else:
+            table = {"protocol": "wmbus", "bus": bus, "id": address.identification,
+                     "manufacturer": address.manufacturer, "version": address.version,
+                     "device_type": address.device_type}
 
         def register(registry: MeterRegistry) -> dict[str, Any] | None:
             if any(entry.get("device") == device for entry in registry.entries):
@@ -190,7 +191,6 @@ class DeviceLifecycle:
             if entry is None:
                 return None
             log.info("device lifecycle: %s discovered on bus %s (%s)", device, bus, how)
-            identity = address.as_dict()
             await self._audit("discovered", actor, entry, None, f"device {device} {how} on bus {bus}",
                               bus=bus, how=how, first_seen=entry["first_seen"],
                               **{key: identity[key] for key in ("manufacturer", "id", "version", "device_type")
@@ -716,10 +716,23 @@ def summary(entry: dict[str, Any]) -> dict[str, Any]:
             "calibrating": bool(entry.get("calibration")), "id": entry["id"]}
 
 
+def describe(registry: MeterRegistry, name: str, log_entries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What ``gateway devices show`` prints: the entry, its point's history and, given the
+    audit log, the device's audit trail with the chain checked."""
+    entry = _get(registry, name)
+    out = {**summary(entry), "entry": public_entry(entry)}
+    if entry.get("point"):
+        out["point_history"] = registry.points.get(entry["point"], {}).get("devices", [])
+    if log_entries is not None:
+        out["history"] = device_history(log_entries, entry["id"])
+        broken = audit.verify_chain(log_entries)
+        out["chain_intact"], out["chain_broken_at"] = broken is None, broken
+    return out
+
+
 def public_entry(entry: dict[str, Any]) -> dict[str, Any]:
     """The registry entry as shown: key files named as present, never read."""
-    table = {key: ("(installed)" if key.endswith("_file") and "key" in key or key in ("ek_file", "ak_file")
-                   else value) for key, value in entry["meter"].items()}
+    table = {key: "(installed)" if key in KEY_FILES else value for key, value in entry["meter"].items()}
     return {**entry, "meter": table}
 
 
@@ -793,8 +806,7 @@ def _install_keys(registry: MeterRegistry, entry: dict[str, Any], keys: dict[str
 def _drop_keys(registry: MeterRegistry, entry: dict[str, Any]) -> None:
     """A device whose life ended needs no keys: their files go."""
     found = registry.get(entry["name"])
-    for field in ("key_file", "previous_key_file", "ek_file", "ak_file", "kek_file", "previous_ek_file",
-                  "previous_ak_file"):
+    for field in KEY_FILES:
         registry.drop_key(found, field)
 
 
