@@ -144,7 +144,16 @@ def _identification_check(name: str, declared: Any, readings: tuple[Reading, ...
     if reported is None:
         return Check(name, False, f"declared {_text(declared)}, but the device does not report it")
     ok = _same(declared, reported)
-    return Check(name, ok, f"reported {_text(reported)}" + ("" if ok else f", declared {_text(declared)}"))
+    return Check(name, ok, f"reported {_display(reported)}" + ("" if ok else f", declared {_text(declared)}"))
+
+
+def _display(value: Any) -> str:
+    """A reported value as people read it: octets that are printable text as text."""
+    if isinstance(value, (bytes, bytearray)):
+        text = bytes(value).decode("ascii", "replace").strip("\x00 ")
+        if text.isprintable() and "\ufffd" not in text:
+            return text
+    return _text(value)
 
 
 def _same(declared: Any, reported: Any) -> bool:
