@@ -651,8 +651,9 @@ class DevicesSection(Model):
 
     discover: bool = Field(True, description="register devices heard on the air (and not configured) as "
                                              "discovered, with a device.discovered event")
-    commission_wait_s: float = Field(300, gt=0, le=86400, description="commissioning waits this long for a wireless "
-                                                                      "device's telegram (it cannot be asked)")
+    commission_wait_s: float = Field(240, gt=0, le=86400, description="commissioning waits this long for a wireless "
+                                                                      "device's telegram (it cannot be asked); an HES "
+                                                                      "command is answered within 300 s")
     key_overlap_s: float = Field(7 * 86400, ge=0, le=366 * 86400, description="after a key change the previous key "
                                                                                 "is still accepted this long")
     clock_tolerance_s: float = Field(60, gt=0, description="a device clock further off than this is drift (a "
