@@ -50,9 +50,13 @@ COLLECTORS = {
     "mbus": "gateway.collectors.mbus:MBusCollector",
     "dlms": "gateway.collectors.dlms:DlmsCollector",
     "wmbus": "gateway.collectors.wmbus:WMBusReceiver",
+    "modbus": "gateway.collectors.modbus:ModbusCollector",
 }
 
 STATUS_FILE = "status.json"
+#: Events kept in memory while the store cannot take them (a broken store; a full disk
+#: makes the writer wait instead).
+MAX_UNWRITTEN_EVENTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,9 @@ class Gateway:
         self._reload_wanted = asyncio.Event()
         self._metrics: Any = None
         self.lifecycle: Any = None
+        self._status_failing = False
+        #: Events taken from the queue but not yet committed (kept across a writer restart).
+        self._unwritten: list[Event] = []
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -229,9 +236,11 @@ class Gateway:
                     details={"reason": "fatal error", "error": f"{type(exc).__name__}: {exc}"}))
                 raise
         finally:
-            await self._write_status()
-            await _close_store(self.store)
-            self.store = None
+            try:
+                await self._write_status()
+            finally:
+                await _close_store(self.store)
+                self.store = None
 
     async def _start_events(self, store: Any) -> list[Event]:
         """gateway.start (was the last stop clean?) and config.changed when the
@@ -267,10 +276,14 @@ class Gateway:
                 self._start(f"bus {collector.name}", collector.run)
             for uplink in self.uplinks:
                 self._start(f"uplink {uplink.name}", uplink.run)
-            helpers = [group.create_task(self._housekeeping()), group.create_task(self._write_events()),
-                       group.create_task(self.notifier.watchdog(self.store_answers)),
-                       group.create_task(self._serve_control()), group.create_task(self._reload_on_request()),
-                       group.create_task(self.lifecycle.run())]
+            # The helpers are supervised like buses: a full disk or a bad file makes one of
+            # them fail and restart alone, never the whole gateway (DESIGN.md).
+            helpers = {"helper housekeeping": self._housekeeping, "helper events": self._write_events,
+                       "helper watchdog": lambda: self.notifier.watchdog(self.store_answers),
+                       "helper control": self._serve_control, "helper reload": self._reload_on_request,
+                       "helper lifecycle": self.lifecycle.run}
+            for name, factory in helpers.items():
+                self._start(name, factory)
             self._start_metrics(self.config)
             await asyncio.sleep(0)  # let every child begin before telling systemd we are up
             self.notifier.ready(f"running: {len(self.collectors)} buses, {len(self.config.meters)} meters, "
@@ -287,7 +300,7 @@ class Gateway:
                 await self._drain(self.store, self.timing.drain_uplinks_s)
                 self._stop_metrics()
                 rest = [*(self._tasks.pop(f"uplink {u.name}") for u in self.uplinks if f"uplink {u.name}" in self._tasks),
-                        *helpers]
+                        *(self._tasks.pop(name) for name in helpers if name in self._tasks)]
                 for task in rest:
                     task.cancel()
                 await _finish_bounded(rest, 5.0)
@@ -364,18 +377,19 @@ class Gateway:
 
     async def _write_events(self) -> None:
         while True:
-            batch = [await self._events.get()]
-            while not self._events.empty():
-                batch.append(self._events.get_nowait())
-            if self.sink is not None:
-                await self.sink.commit(batch)
+            if not self._unwritten:
+                self._unwritten.append(await self._events.get())
+            await self._flush_events()
 
     async def _flush_events(self) -> None:
-        batch = []
+        """Commit what is queued; on failure the events wait in ``_unwritten`` for the
+        writer's restart (at most MAX_UNWRITTEN_EVENTS, the oldest dropped first)."""
         while not self._events.empty():
-            batch.append(self._events.get_nowait())
-        if batch and self.sink is not None:
-            await self.sink.commit(batch)
+            self._unwritten.append(self._events.get_nowait())
+        del self._unwritten[:-MAX_UNWRITTEN_EVENTS]
+        if self._unwritten and self.sink is not None:
+            await self.sink.commit(list(self._unwritten))
+            self._unwritten.clear()
 
     async def _best_effort_append(self, event: Event) -> None:
         if self.store is None:
@@ -468,10 +482,19 @@ class Gateway:
         raise KeyError(f"no meter is named {meter!r}")
 
     async def _write_status(self) -> None:
-        status = await self.status()
-        self.last_status = json.loads(json.dumps(status, default=str))
-        path = self.config.state_dir / STATUS_FILE
-        await asyncio.to_thread(_write_atomically, path, json.dumps(status, default=str, indent=1).encode())
+        """Best effort: the status file is for `gateway status`; a full disk or a broken
+        store must not make it stop the gateway (the store reports those as events)."""
+        try:
+            status = await self.status()
+            self.last_status = json.loads(json.dumps(status, default=str))
+            path = self.config.state_dir / STATUS_FILE
+            await asyncio.to_thread(_write_atomically, path, json.dumps(status, default=str, indent=1).encode())
+        except (OSError, GatewayError) as exc:
+            if not self._status_failing:
+                log.warning("cannot write the status file: %s", exc)
+            self._status_failing = True
+        else:
+            self._status_failing = False
 
     def _start_metrics(self, config: GatewayConfig) -> None:
         if config.metrics.listen is None:
@@ -531,13 +554,12 @@ class Gateway:
             # The apply runs in the gateway's group: if the new configuration replaces this
             # very uplink, the apply still finishes (only the answer is lost).
             assert self._group is not None
-            outcome = self._group.create_task(self.apply(text, f"mqtt:{uplink_config.name}",
-                                                         actor=f"hes via {uplink_config.name}"))
-            try:
-                result = await asyncio.shield(outcome)
-            except GatewayError as exc:
+            outcome = self._group.create_task(_outcome(self.apply(text, f"mqtt:{uplink_config.name}",
+                                                                  actor=f"hes via {uplink_config.name}")))
+            result, error = await asyncio.shield(outcome)
+            if error is not None:
                 await self._audit_remote("config", uplink_config.name, ok=False)
-                raise CommandError(str(exc)) from None
+                raise CommandError(str(error)) from None
             await self._audit_remote("config", uplink_config.name, ok=True)
             return result
 
@@ -582,6 +604,8 @@ class Gateway:
                 await self.reload()
             except GatewayError as exc:
                 log.error("reload: %s", exc)
+            except Exception:  # noqa: BLE001 - a bad reload must never stop the gateway
+                log.exception("reload failed")
 
     async def reload(self, actor: str = "signal") -> dict[str, Any]:
         """Apply the operator's file if it changed since it was adopted, else the active
@@ -590,7 +614,10 @@ class Gateway:
 
         if self.operator_file is None or self.config_text is None:
             raise GatewayError("this gateway was not started from a configuration file; nothing to reload")
-        operator_text = await asyncio.to_thread(self.operator_file.read_text, encoding="utf-8")
+        try:
+            operator_text = await asyncio.to_thread(self.operator_file.read_text, encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{self.operator_file}: cannot read configuration: {exc}"]) from None
         if self.versions.index().get("operator_hash") != text_hash(operator_text):
             return await self.apply(operator_text, f"reload: {self.operator_file}", operator_text=operator_text,
                                     actor=actor)
@@ -796,6 +823,15 @@ def _check_uplink(uplink: Any) -> None:
     if isinstance(uplink, MqttUplink):
         tls_context(uplink)
         credentials(uplink)
+
+
+async def _outcome(work: Awaitable[Any]) -> tuple[Any, GatewayError | None]:
+    """``(result, None)`` or ``(None, error)``: a task in the gateway's TaskGroup that must
+    not fail the group when the work is refused (a bad configuration from the HES)."""
+    try:
+        return await work, None
+    except GatewayError as exc:
+        return None, exc
 
 
 async def _finish_bounded(tasks: Sequence[asyncio.Task[Any]], bound_s: float) -> None:

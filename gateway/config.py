@@ -389,7 +389,40 @@ class WMBusDongle(SerialOrTcp, BusHealth):
         return tuple(mode.upper() for mode in self.mode.split("+"))
 
 
-Bus = Annotated[Union[MBusBus, DlmsLine, WMBusDongle], Field(discriminator="protocol")]
+MODBUS_BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+
+
+class ModbusLine(SerialOrTcp, BusHealth):
+    """An RS-485 line of Modbus RTU meters (Modbus over Serial Line V1.02) on a serial port,
+    or behind a TCP serial server (RTU frames carried over TCP). A port shared with another
+    bus (M-Bus behind the same converter or server) is opened once; the buses take turns.
+
+    Characters are 8 data bits; the standard's default is even parity and 1 stop bit (8E1),
+    without parity 2 stop bits (8N2); many meters ship 8N1, which ``parity = "N"`` and
+    ``stop_bits = 1`` select.
+    """
+
+    name: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["modbus"]
+    baud: int = Field(9600, description=", ".join(map(str, MODBUS_BAUD_RATES)))
+    parity: Literal["E", "O", "N"] = Field("E", description="E (even, the standard's default), O (odd) or N (none)")
+    stop_bits: Literal[1, 2] = Field(1, description="1, or 2 (the standard's choice without parity)")
+    response_timeout_ms: int = Field(1000, ge=20, le=60_000,
+                                     description="longest wait for a reply after a request has left the line")
+    retries: int = Field(2, ge=0, le=10, description="repeat a request that got no reply or a garbled one")
+    inter_request_delay_ms: int = Field(0, ge=0, le=10_000,
+                                        description="silence before every request beyond the standard's 3.5 "
+                                                    "characters (for slow meters and converters)")
+
+    @field_validator("baud")
+    @classmethod
+    def _modbus_baud(cls, value: int) -> int:
+        if value not in MODBUS_BAUD_RATES:
+            raise ValueError(f"must be one of {', '.join(map(str, MODBUS_BAUD_RATES))}")
+        return value
+
+
+Bus = Annotated[Union[MBusBus, DlmsLine, WMBusDongle, ModbusLine], Field(discriminator="protocol")]
 
 
 class Schedule(Model):
@@ -616,7 +649,37 @@ class WMBusMeter(Model):
                                  (self.device_type, other.device_type)))
 
 
-Meter = Annotated[Union[MBusMeter, DlmsMeter, WMBusMeter], Field(discriminator="protocol")]
+class ModbusMeter(Model):
+    """A Modbus meter on a Modbus line: its unit address and its register map, one shipped
+    with the gateway (``map``, see ``gateway read modbus --help``) or the operator's own
+    (``map_file``, the format in :mod:`gateway.modbus_maps`)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["modbus"]
+    bus: str
+    unit: int = Field(ge=1, le=247, description="the meter's Modbus address (slave id), 1..247")
+    map: str | None = Field(None, description="name of a register map shipped with the gateway")
+    map_file: Path | None = Field(None, description="a register map of your own (TOML)")
+    schedule: Schedule = Field(default_factory=Schedule)
+
+    @field_validator("map")
+    @classmethod
+    def _shipped(cls, value: str | None) -> str | None:
+        from gateway.modbus_maps import shipped_maps
+
+        if value is not None and value not in shipped_maps():
+            raise ValueError(f"no shipped register map is named {value!r} (maps: {', '.join(shipped_maps())}); "
+                             "or give map_file")
+        return value
+
+    @model_validator(mode="after")
+    def _one_map(self) -> ModbusMeter:
+        if (self.map is None) == (self.map_file is None):
+            raise ValueError("give exactly one of map (a shipped map) or map_file (your own)")
+        return self
+
+
+Meter = Annotated[Union[MBusMeter, DlmsMeter, WMBusMeter, ModbusMeter], Field(discriminator="protocol")]
 
 
 class MetricsSection(Model):
@@ -733,6 +796,7 @@ def cross_check(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]
             problems.append((("buses", index, "failing_after"), "failing_after must not exceed unreachable_after "
                              "(this bus's or [gateway]'s)"))
     problems += _wireless_problems(config)
+    problems += _modbus_problems(config)
     return problems
 
 
@@ -762,6 +826,28 @@ def _wireless_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...
                                  "identification; set manufacturer, version or device_type to tell them apart"))
         if meter.key_file is not None and (problem := key_file_problem(meter.key_file)):
             problems.append((("meters", index, "key_file"), problem))
+    return problems
+
+
+def _modbus_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """Two Modbus meters at one unit address of a line, and register maps of the
+    operator's that cannot be used (one problem per line of the map's own report)."""
+    from gateway.modbus_maps import load_map_file
+
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    units: dict[tuple[str, int], str] = {}
+    for index, meter in enumerate(config.meters):
+        if not isinstance(meter, ModbusMeter):
+            continue
+        other = units.setdefault((meter.bus, meter.unit), meter.name)
+        if other != meter.name:
+            problems.append((("meters", index, "unit"),
+                             f"meter {other!r} on bus {meter.bus!r} has unit {meter.unit} too"))
+        if meter.map_file is not None:
+            try:
+                load_map_file(meter.map_file)
+            except ConfigError as exc:
+                problems += [(("meters", index, "map_file"), problem) for problem in exc.problems]
     return problems
 
 
@@ -812,12 +898,15 @@ def _dlms_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], s
 
 def load_config(path: str | Path) -> GatewayConfig:
     """Read and validate a TOML configuration file; every problem is reported at once."""
-    path = Path(path)
+    return parse_config(read_text(path, "configuration"), path)
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """A UTF-8 file's text; ConfigError ``path: cannot read WHAT: reason`` when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read configuration: {exc.strerror}"]) from None
-    return parse_config(text, path)
+        raise ConfigError([f"{path}: cannot read {what}: {exc.strerror}"]) from None
 
 
 def parse_config(text: str, path: str | Path = "<config>") -> GatewayConfig:
@@ -855,6 +944,11 @@ def _problem(path: str | Path, text: str, error: dict[str, Any]) -> str:
     loc = [part for part in error["loc"] if not (isinstance(part, str) and part in _UNION_TAGS)]
     field = _dotted(loc) or "(top level)"
     line = TomlLocator(text).line_of(loc)
+    return f"{path}:{line}: {field}: {error_reason(error)}"
+
+
+def error_reason(error: dict[str, Any]) -> str:
+    """The reason of one pydantic error as an operator reads it."""
     reason = error["msg"].removeprefix("Value error, ")
     if error["type"] == "string_pattern_mismatch" and error["ctx"].get("pattern") == NAME_PATTERN:
         reason = "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -864,11 +958,11 @@ def _problem(path: str | Path, text: str, error: dict[str, Any]) -> str:
         reason = "required setting is missing"
     elif error["type"] == "union_tag_invalid":
         reason = f"unknown protocol {error['input'].get('protocol')!r}" if isinstance(error.get("input"), dict) else reason
-    return f"{path}:{line}: {field}: {reason}"
+    return reason
 
 
 # pydantic puts the discriminator value in the location of union members; it is no field.
-_UNION_TAGS = {"mbus", "dlms", "wmbus"}
+_UNION_TAGS = {"mbus", "dlms", "wmbus", "modbus"}
 
 
 def _dotted(loc: list[Any]) -> str:

@@ -70,6 +70,9 @@ EVENTS: Mapping[str, EventKind] = {
     "meter.event": EventKind(I, "an entry of a meter's own event log; details: meter, event_code, log columns"),
     "meter.action": EventKind(I, "an operation (ACTION) was carried out on a meter; details: meter, obis, method, "
                                  "result"),
+    "modbus.exception": EventKind(W, "a Modbus meter refused a read with an exception response (the register "
+                                     "map does not fit the meter); once per run of failures; details: meter, unit, "
+                                     "request, exception_code, exception"),
     "dongle.reset": EventKind(W, "a silent radio dongle was reopened and initialised again; details: "
                                  "silent_s, resets"),
     "meter.alarm": EventKind(W, "a device's status or error flags changed (EN 13757-3 status byte: application "

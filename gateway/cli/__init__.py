@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.status",
     "gateway.cli.mbus_bus",
     "gateway.cli.dlms_read",
+    "gateway.cli.modbus_read",
     "gateway.cli.wmbus_listen",
     "gateway.cli.demo",
     "gateway.cli.operations",

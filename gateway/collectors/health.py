@@ -67,7 +67,8 @@ REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (ConfigError, "configuration"),
 )
 #: Reasons looked up by class name, for errors defined above the codecs (collectors).
-NAMED_REASONS = {"MeterApplicationError": "application", "Collision": "collision", "NotHeardYet": "not_heard"}
+NAMED_REASONS = {"MeterApplicationError": "application", "ModbusExceptionResponse": "application",
+                 "Collision": "collision", "NotHeardYet": "not_heard"}
 
 
 def failure_reason(exc: BaseException) -> str:
