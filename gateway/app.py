@@ -280,8 +280,9 @@ class Gateway:
             # them fail and restart alone, never the whole gateway (DESIGN.md).
             helpers = {"helper housekeeping": self._housekeeping, "helper events": self._write_events,
                        "helper watchdog": lambda: self.notifier.watchdog(self.store_answers),
-                       "helper control": self._serve_control, "helper reload": self._reload_on_request,
-                       "helper lifecycle": self.lifecycle.run}
+                       "helper control": self._serve_control, "helper reload": self._reload_on_request}
+            if self.lifecycle is not None:
+                helpers["helper lifecycle"] = self.lifecycle.run
             for name, factory in helpers.items():
                 self._start(name, factory)
             self._start_metrics(self.config)
@@ -571,6 +572,8 @@ class Gateway:
         from gateway.lifecycle.commands import READ_ONLY, device_commands
         from gateway.uplinks.commands import CommandError
 
+        if self.lifecycle is None:
+            return {}
         actor = f"hes via {uplink_config.name}"
         handlers = device_commands(self.lifecycle, lambda _args: actor)
 
@@ -791,7 +794,8 @@ class Gateway:
 
         from gateway.lifecycle.commands import device_commands
 
-        devices = device_commands(self.lifecycle, lambda args: str(args.get("actor", "local")))
+        devices = {} if self.lifecycle is None else device_commands(self.lifecycle,
+                                                                    lambda args: str(args.get("actor", "local")))
         router = CommandRouter({"config": config, "reload": reload, "keys.rotate": rotate, "audit": audit,
                                 "status": status, **devices}, timeout_s=600)
         try:
