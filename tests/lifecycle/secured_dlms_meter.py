@@ -7,7 +7,6 @@ keys hold from its next association, and its invocation counter starts again und
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
@@ -17,13 +16,10 @@ from gateway.codecs.dlms.apdu import decode_apdu
 from gateway.codecs.dlms.association import Authentication, SecuritySettings
 from gateway.codecs.dlms.axdr import octet_string
 from gateway.codecs.dlms.errors import DLMSSecurityError
-from gateway.codecs.dlms.link_events import ApduReceived
 from gateway.codecs.dlms.obis import Obis
 from gateway.codecs.dlms.security import MemoryInvocationCounters, SecurityKeys
 from gateway.codecs.dlms.server import ServerAssociation, ServerSettings
 from gateway.codecs.dlms.services import ActionRequestNormal, ActionResult, GetRequestNormal
-from gateway.codecs.dlms.wrapper import WrapperConnection
-from gateway.errors import GatewayError
 from tests.collectors.dlms_sim_meter import SimMeter
 
 FIRMWARE_VERSION = Obis(1, 0, 0, 2, 0, 255)
@@ -76,25 +72,14 @@ class SecuredMeter(SimMeter):
             return acse.AARE(REJECTED_PERMANENT, acse.ACSE_SERVICE_USER, NO_REASON_GIVEN,
                              request.application_context_name, None).to_bytes()
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def association(self) -> ServerAssociation:
         settings = ServerSettings(Authentication.HIGH_GMAC, security=SecuritySettings(self.system_title, self.keys),
                                   ciphered=True)
-        link = WrapperConnection(server_side=True)
-        association = ServerAssociation(settings, self.counters)
         self.associations += 1
-        try:
-            while data := await reader.read(4096):
-                link.receive_data(data)
-                while isinstance(event := link.next_event(), ApduReceived):
-                    writer.write(link.send_apdu(self._answer(association, event.apdu)))
-                await writer.drain()
-        except GatewayError:
-            self.refused += 1  # a request it could not decipher: the association ends
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-            self._take_staged_keys()
+        return ServerAssociation(settings, self.counters)
+
+    def connection_closed(self) -> None:
+        self._take_staged_keys()
 
     def _take_staged_keys(self) -> None:
         """New keys hold from the next association, and the counter starts again."""

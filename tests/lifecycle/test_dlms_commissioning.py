@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from gateway.config import StoreSection, parse_config
 from gateway.model import Event, Reading
 from gateway.store import Store
 from gateway.systemd import Notifier
+from tests.app.test_operations import gateway_cli, until
 from tests.collectors.dlms_sim_meter import serving
 from tests.lifecycle.secured_dlms_meter import SecuredMeter
 
@@ -72,22 +72,9 @@ def key_file(directory: Path, name: str, key: bytes) -> str:
     return str(path)
 
 
-async def gateway_cli(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", *args,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    return process.returncode, out.decode(), err.decode()
-
-
 async def stored(path: Path) -> list:
     async with Store(path, StoreSection(), read_only=True) as store:
         return [s for s in await store.read_after(0, 1_000_000)]
-
-
-async def until(condition, timeout_s: float = 30.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not await condition():
-            await asyncio.sleep(0.1)
 
 
 async def test_a_dlms_meter_with_a_wrong_key_stays_installed_and_with_the_right_keys_its_clock_is_set(tmp_path):

@@ -26,6 +26,7 @@ from gateway.simulators.wmbus import ImstDongle, WirelessMeterModel, serve_dongl
 from gateway.systemd import Notifier
 from tests.hes import received_records
 from tests.mqtt_broker import Subscriber
+from tests.app.test_operations import until
 from tests.uplinks.conftest import GATEWAY, requester
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,6 @@ KEY_2 = "1F2E3D4C5B6A79889706B5C4D3E2F1A0"
 SPARE_KEY = "00112233445566778899AABBCCDDEEFF"
 INTERVAL_S = 0.3
 SENSOR, SPARE = "GWY-31000001-01-07", "GWY-31000002-01-07"
-WAIT_S = 30.0
 
 
 def config_text(state_dir: Path, port: str, broker_url: str) -> str:
@@ -66,15 +66,6 @@ def sensor(identification: str, key: str) -> WirelessMeterModel:
                               wall_clock=lambda: datetime.now(timezone.utc).replace(tzinfo=None))
 
 
-async def until(condition, timeout_s: float = WAIT_S, what: str = "") -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not await condition():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"waited in vain for {what}") from None
-
-
 async def test_a_wireless_sensor_is_discovered_commissioned_rekeyed_exchanged_and_silenced(tmp_path, mosquitto):
     state_dir = tmp_path / "state"
     meter, spare = sensor("31000001", KEY_1), sensor("31000002", SPARE_KEY)
@@ -89,10 +80,10 @@ async def test_a_wireless_sensor_is_discovered_commissioned_rekeyed_exchanged_an
         running = asyncio.create_task(gateway.run(stop))
         try:
             async with Subscriber(mosquitto, f"metering/{GATEWAY}/#") as uplink, requester(mosquitto) as hes:
-                await until(lambda: _connected(gateway), what="the uplink")
+                await until(lambda: _connected(gateway), message=lambda: _said("the uplink"))
                 await _life(gateway, hes, meter, spare, committed)
                 # every record reached the HES before the check
-                await until(lambda: _delivered(uplink, committed, state_dir), what="delivery")
+                await until(lambda: _delivered(uplink, committed, state_dir), message=lambda: _said("delivery"))
                 history = await _history_from_the_cli(state_dir, SENSOR)
         finally:
             stop.set()
@@ -150,7 +141,7 @@ async def test_a_wireless_sensor_is_discovered_commissioned_rekeyed_exchanged_an
 
 async def _life(gateway, hes, meter: WirelessMeterModel, spare: WirelessMeterModel, committed: list) -> None:
     # heard: discovered, nothing stored
-    await until(lambda: _state_is(hes, SENSOR, "discovered"), what="the discovery")
+    await until(lambda: _state_is(hes, SENSOR, "discovered"), message=lambda: _said("the discovery"))
     assert not [r for _, r in committed if getattr(r, "device", None) == SENSOR and hasattr(r, "quantity")]
 
     # commissioned with its key by the HES, then read at its metering point
@@ -160,37 +151,41 @@ async def _life(gateway, hes, meter: WirelessMeterModel, spare: WirelessMeterMod
     assert answer["ok"], answer
     assert answer["result"]["state"] == "in service"
     assert {c["check"] for c in answer["result"]["checks"]} >= {"read", "protection", "identity", "clock"}
-    await until(lambda: _readings_after(committed, SENSOR, "commissioning", 3), what="readings at the point")
+    await until(lambda: _readings_after(committed, SENSOR, "commissioning", 3), message=lambda: _said("readings at the point"))
 
     # re-keyed: the meter still sends under its old key during the overlap, then switches
     answer = await hes.ask("devices.rekey", {"name": SENSOR, "keys": {"key": KEY_2}, "overlap_s": 6}, timeout=60)
     assert answer["ok"], answer
     overlap_until = datetime.fromisoformat(answer["result"]["overlap_until"])
-    await until(lambda: _flagged(committed, SENSOR, "previous_key"), what="a telegram under the old key")
+    await until(lambda: _flagged(committed, SENSOR, "previous_key"), message=lambda: _said("a telegram under the old key"))
     meter.key = AesKey.from_hex(KEY_2)
-    await until(lambda: _key_switched(hes, SENSOR), what="the switch to the new key")
+    await until(lambda: _key_switched(hes, SENSOR), message=lambda: _said("the switch to the new key"))
     # after the overlap the old key is refused
     while datetime.now(overlap_until.tzinfo) <= overlap_until:
         await asyncio.sleep(0.1)
     meter.key = AesKey.from_hex(KEY_1)
-    await until(lambda: _event(committed, "security.refused"), what="the old key refused after the overlap")
+    await until(lambda: _event(committed, "security.refused"), message=lambda: _said("the old key refused after the overlap"))
     meter.key = AesKey.from_hex(KEY_2)
 
     # exchanged for the spare, which is heard once it is installed on site
     spare.muted = False
-    await until(lambda: _state_is(hes, SPARE, "discovered"), what="the spare's discovery")
+    await until(lambda: _state_is(hes, SPARE, "discovered"), message=lambda: _said("the spare's discovery"))
     answer = await hes.ask("devices.exchange", {
         "name": SENSOR, "new": SPARE, "keys": {"key": SPARE_KEY},
         "declaration": {"expected_interval_s": INTERVAL_S * 2, "metrological": ["volume*"]}}, timeout=60)
     assert answer["ok"], answer
     meter.muted = True  # the old one is taken away
-    await until(lambda: _readings_after(committed, SPARE, "commissioning", 3), what="the spare's readings")
+    await until(lambda: _readings_after(committed, SPARE, "commissioning", 3), message=lambda: _said("the spare's readings"))
 
     # silenced: a communication interruption, then its recovery
     spare.muted = True
-    await until(lambda: _event(committed, "comm.failed", SPARE), what="the interruption")
+    await until(lambda: _event(committed, "comm.failed", SPARE), message=lambda: _said("the interruption"))
     spare.muted = False
-    await until(lambda: _event(committed, "comm.recovered", SPARE), what="the recovery")
+    await until(lambda: _event(committed, "comm.recovered", SPARE), message=lambda: _said("the recovery"))
+
+
+async def _said(what: str) -> str:
+    return f"waited in vain for {what}"
 
 
 async def _state_is(hes, name: str, state: str) -> bool:
