@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.collectors.base import StateStore
@@ -44,10 +44,19 @@ class DeviceTags:
     check_clock: bool
     calibrating: bool = False
     awaiting_key: int | None = None  # a key generation whose first reading is awaited
+    _metrological: dict[tuple[str, str | None], bool] = field(default_factory=dict, repr=False)
 
     @property
     def commissioning(self) -> bool:
         return self.state == "installed"
+
+    def metrological(self, quantity: str, obis: str | None) -> bool:
+        """The declaration's answer for one quantity (remembered: a device has few)."""
+        key = (quantity, obis)
+        known = self._metrological.get(key)
+        if known is None:
+            known = self._metrological[key] = self.declaration.is_metrological(quantity, obis)
+        return known
 
 
 #: ``notify(what, tags, details)``: ``fault`` / ``fault_cleared`` / ``key_switched``.
@@ -89,14 +98,15 @@ class Tagger:
                 self._key_switch(readings, tags)
         return out
 
-    def _tagged(self, reading: Reading, tags: DeviceTags) -> Reading:
-        flags = reading.flags
+    def _tagged(self, r: Reading, tags: DeviceTags) -> Reading:
+        flags = r.flags
         if tags.calibrating:
             flags += ("calibration",)
         if tags.commissioning:
             flags += ("commissioning",)
-        return replace(reading, point=tags.point, metrological=tags.declaration.is_metrological(
-            reading.quantity, reading.obis), flags=flags)
+        # The constructor rather than dataclasses.replace: a third of the cost, on every reading.
+        return Reading(r.device, r.quantity, r.value, r.unit, r.captured_at, r.meter_time, r.obis, r.status, r.raw,
+                       tags.point, tags.metrological(r.quantity, r.obis), r.protection, flags)
 
     async def _flag_changes(self, device: str, readings: list[Reading]) -> list[Event]:
         reported = reported_flags(readings)

@@ -4,6 +4,7 @@ clock drift once, and the observations that change a device's life."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -57,6 +58,15 @@ async def test_a_registered_devices_readings_get_their_point_and_metrological_ta
     assert (stamp.point, stamp.metrological) == ("MP-1", False)
     other = await tagger.tag(telegram(device="GWY-99999999-01-07"))
     assert all(r.point is None and r.metrological is None for r in other)
+
+
+async def test_tagging_keeps_every_other_field_of_a_reading():
+    tagger = Tagger()
+    tagger.devices[DEVICE] = tags()
+    original = Reading(DEVICE, "volume", Decimal("2"), "m^3", AT, meter_time=AT, obis="8-0:1.0.0*255", status="04",
+                       raw=b"\x44\x93", protection="encrypted:wmbus-mode5", flags=("previous_key",))
+    (tagged, *_alarm) = await tagger.tag([original])
+    assert tagged == replace(original, point="MP-1", metrological=True)
 
 
 async def test_a_change_of_flags_is_one_alarm_not_one_per_telegram_and_not_again_after_a_restart():
