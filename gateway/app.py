@@ -51,6 +51,7 @@ COLLECTORS = {
     "dlms": "gateway.collectors.dlms:DlmsCollector",
     "wmbus": "gateway.collectors.wmbus:WMBusReceiver",
     "modbus": "gateway.collectors.modbus:ModbusCollector",
+    "dlms-push": "gateway.collectors.dlms_push:DlmsPushReceiver",
 }
 
 STATUS_FILE = "status.json"

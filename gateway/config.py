@@ -422,7 +422,33 @@ class ModbusLine(SerialOrTcp, BusHealth):
         return value
 
 
-Bus = Annotated[Union[MBusBus, DlmsLine, WMBusDongle, ModbusLine], Field(discriminator="protocol")]
+class DlmsPushListener(BusHealth):
+    """Where DLMS/COSEM devices that send on their own (battery-powered remote sensors:
+    gas volume, temperature, pressure; meters with a push setup) deliver their
+    DataNotifications: a TCP port speaking the IEC 62056-47 wrapper. Each push must be
+    ciphered with general-glo-ciphering, which names the sensor by its system title."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["dlms-push"]
+    listen: str = Field("0.0.0.0:4060", description="HOST:PORT to listen on (sensors connect here)")
+    max_connections: int = Field(64, ge=1, le=4096)
+    idle_timeout_s: float = Field(120, gt=0, le=86400, description="close a connection silent for this long")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _host_port(value)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+Bus = Annotated[Union[MBusBus, DlmsLine, WMBusDongle, ModbusLine, DlmsPushListener], Field(discriminator="protocol")]
 
 
 class Schedule(Model):
@@ -679,7 +705,43 @@ class ModbusMeter(Model):
         return self
 
 
-Meter = Annotated[Union[MBusMeter, DlmsMeter, WMBusMeter, ModbusMeter], Field(discriminator="protocol")]
+class DlmsPushMeter(Model):
+    """A DLMS/COSEM device that pushes DataNotifications to a ``dlms-push`` listener,
+    recognised by its system title. ``objects`` is its push object list (Blue Book 4.4.8,
+    the push setup's push_object_list): one ``OBIS:CLASS:ATTR`` per element of the
+    notification body, in order; a register's scaler_unit (attribute 3) in the list scales
+    its value (attribute 2); a class 40 element (the push setup's own name) is skipped."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["dlms-push"]
+    bus: str
+    system_title: str = Field(description="the device's system title, 16 hex digits (it names its pushes)")
+    ek_file: str = Field(description="its global unicast encryption key, 32 hex digits")
+    ak_file: str = Field(description="its authentication key, 32 hex digits")
+    security: Literal["authenticated+encrypted", "authenticated"] = Field(
+        "authenticated+encrypted", description="the protection each push must carry")
+    objects: list[str] = Field(min_length=1, description="the push object list, OBIS:CLASS:ATTR each")
+    expected_interval_s: float = Field(gt=0, le=31 * 86400, description="how often the device pushes")
+    not_heard_after: int = Field(3, ge=1, le=1000, description="comm.failed after this many intervals of silence")
+    previous_ek_file: str | None = None
+    previous_ak_file: str | None = None
+    key_overlap_until: datetime | None = None
+    key_generation: int = Field(0, ge=0, description="counts key changes; invocation counters are kept per generation")
+
+    @field_validator("system_title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        if not _HEX_TITLE.fullmatch(value):
+            raise ValueError("must be 16 hex digits (8 bytes)")
+        return value.upper()
+
+    @field_validator("objects")
+    @classmethod
+    def _object_list(cls, value: list[str]) -> list[str]:
+        return [_obis_text(item) for item in value]
+
+
+Meter = Annotated[Union[MBusMeter, DlmsMeter, WMBusMeter, ModbusMeter, DlmsPushMeter], Field(discriminator="protocol")]
 
 
 class MetricsSection(Model):
@@ -962,7 +1024,7 @@ def error_reason(error: dict[str, Any]) -> str:
 
 
 # pydantic puts the discriminator value in the location of union members; it is no field.
-_UNION_TAGS = {"mbus", "dlms", "wmbus", "modbus"}
+_UNION_TAGS = {"mbus", "dlms", "wmbus", "modbus", "dlms-push"}
 
 
 def _dotted(loc: list[Any]) -> str:

@@ -48,6 +48,20 @@ class StateStore(Protocol):
     async def increment_state(self, key: str, by: int = 1) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """A device a collector heard or found and is not configured for (the lifecycle
+    registers it as discovered): the identity its readings would carry, the fields that
+    identify it (manufacturer, id, version, device type; a DLMS device's system title), its
+    ``[[meters]]`` table as far as known, when it was first seen and how (heard, scan)."""
+
+    device: str
+    identity: dict[str, Any]
+    table: dict[str, Any]
+    seen_at: datetime
+    how: str = "heard"
+
+
 class Collector(Protocol):
     """One bus. ``run`` works until cancelled (a failure raises, and the supervisor restarts
     it); ``read_now`` reads one meter ahead of the schedule; ``status`` is for the HES."""

@@ -53,14 +53,14 @@ from gateway.codecs.mbus.dongles import ReceivedTelegram
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.wireless import WMBusDecoder
 from gateway.codecs.mbus.wmbus_security import AesKey
-from gateway.collectors.base import Sink, StateStore
+from gateway.collectors.base import Discovery, Sink, StateStore
 from gateway.collectors.health import MeterHealth, MeterState, Thresholds, Transition, transition_event
 from gateway.collectors.wmbus_dongle import DongleSession, count_frame_error, dongle_line
 from gateway.collectors.wmbus_telegrams import (
     DuplicateFilter,
     Heard,
-    Sighting,
     Sightings,
+    discovery_of,
     duplicate_key,
     interpret,
     link_frame,
@@ -180,8 +180,8 @@ class WMBusReceiver:
         self._open = False
         self._stopping = False
         self._probes: list[_Probe] = []
-        #: Told ``(bus, sighting)`` when a meter that is not configured is first heard.
-        self.on_discovery: Callable[[str, Sighting], None] | None = None
+        #: Told ``(bus, discovery)`` when a meter that is not configured is first heard.
+        self.on_discovery: Callable[[str, Discovery], None] | None = None
 
     @classmethod
     def from_config(cls, bus: WMBusDongle, meters: Sequence[WMBusMeter], sink: Sink, tz: ZoneInfo, *,
@@ -375,7 +375,7 @@ class WMBusReceiver:
             log.info("bus %s: heard meter %s, which is not configured (%s)", self.name, heard.address.device,
                      "encrypted" if heard.encrypted else "plaintext" if heard.encrypted is False else "unreadable")
             if self.on_discovery is not None:
-                self.on_discovery(self.name, sighting)
+                self.on_discovery(self.name, discovery_of(sighting))
         if heard.decoded is None:
             return []
         self.counters["decoded"] += 1

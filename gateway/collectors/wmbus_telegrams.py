@@ -35,8 +35,9 @@ from gateway.codecs.mbus.tpl import LONG, TPL_CI, TransportHeader, decode_tpl
 from gateway.codecs.mbus.wireless import DecodedTelegram, WMBusDecoder
 from gateway.codecs.mbus.wireless_link import FIRST_BLOCK, WirelessFrame, decode_frame
 from gateway.codecs.mbus.wmbus_security import AesKey
+from gateway.collectors.base import Discovery
 from gateway.collectors.mbus_readings import RecordSource, readings_from_sources
-from gateway.model import Reading, mbus_device_id
+from gateway.model import Reading, mbus_device_id, utc_now
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,3 +253,12 @@ class Sightings:
 
     def as_list(self) -> list[dict[str, Any]]:
         return [sighting.as_dict() for sighting in self]
+
+
+def discovery_of(sighting: Sighting) -> Discovery:
+    """A meter heard and not configured, for the lifecycle (``[[meters]]`` table so far:
+    its identity)."""
+    address = sighting.address
+    table = {"protocol": "wmbus", "id": address.identification, "manufacturer": address.manufacturer,
+             "version": address.version, "device_type": address.device_type}
+    return Discovery(address.device, address.as_dict(), table, sighting.last_heard or utc_now())

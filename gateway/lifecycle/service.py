@@ -29,6 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from gateway import audit
 from gateway.config import DlmsMeter, GatewayConfig, Meter, derived_system_title, read_key, read_secret
+from gateway.collectors.base import Discovery
 from gateway.errors import ConfigError, GatewayError
 from gateway.lifecycle.checks import Check, Observation, commissioning_checks, first_failure
 from gateway.lifecycle.declaration import Declaration, declaration_of
@@ -54,6 +55,8 @@ from gateway.registry import (
 log = logging.getLogger(__name__)
 
 GATEWAY = "gateway"
+#: What a discovery records of a device's identity in its audit entry.
+IDENTITY_FIELDS = ("manufacturer", "id", "version", "device_type", "system_title")
 #: How often expired key overlaps are looked for.
 HOUSEKEEPING_S = 60.0
 #: A DLMS or wired M-Bus commissioning read waits at most this long for the bus.
@@ -149,12 +152,11 @@ class DeviceLifecycle:
 
     # -- discovery -----------------------------------------------------------------------------
 
-    def discovered(self, bus: str, sighting: Any) -> None:
+    def discovered(self, bus: str, found: Discovery) -> None:
         """A collector heard (or found) a device that is not configured (called from the
         collector: the registration runs later, in :meth:`run`)."""
         if self.host.config.devices.discover:
-            address = sighting.address
-            self._jobs.put_nowait(lambda: self._register_discovered(bus, address, sighting.last_heard, "heard"))
+            self._jobs.put_nowait(lambda: self._register_discovered(bus, found))
 
     async def scan(self, bus: str, *, actor: str, secondary: bool = True) -> dict[str, Any]:
         """Scan a wired M-Bus for devices and register the new ones as discovered."""
@@ -162,39 +164,27 @@ class DeviceLifecycle:
         if not hasattr(collector, "scan"):
             raise LifecycleError(f"bus {bus} cannot be scanned (only wired M-Bus buses are)")
         result = await collector.scan(secondary)
-        found = []
-        for meter in result.meters:
-            address = _ScanAddress.of(meter)
-            found.append(await self._register_discovered(bus, address, utc_now(), "scan", actor=actor))
+        found = [await self._register_discovered(bus, scan_discovery(meter), actor=actor) for meter in result.meters]
         return {"bus": bus, "found": [name for name in found if name], "collisions": result.collisions}
 
-    async def _register_discovered(self, bus: str, address: Any, first_seen: datetime | None, how: str, *,
-                                   actor: str = GATEWAY) -> str | None:
-        device = address.device
-        identity = address.as_dict()
-        if how == "scan":
-            table = {"protocol": "mbus", "bus": bus, **address.table()}
-        else:
-            table = {"protocol": "wmbus", "bus": bus, "id": address.identification,
-                     "manufacturer": address.manufacturer, "version": address.version,
-                     "device_type": address.device_type}
+    async def _register_discovered(self, bus: str, found: Discovery, *, actor: str = GATEWAY) -> str | None:
+        device = found.device
 
         def register(registry: MeterRegistry) -> dict[str, Any] | None:
             if any(entry.get("device") == device for entry in registry.entries):
                 return None
             name = _free_name(registry, device_name(device))
-            return registry.add(name, table, source=how, actor=actor, state=DISCOVERED, device=device,
-                                identity=address.as_dict(), first_seen=(first_seen or utc_now()).isoformat())
+            return registry.add(name, {**found.table, "bus": bus}, source=found.how, actor=actor, state=DISCOVERED,
+                                device=device, identity=found.identity, first_seen=found.seen_at.isoformat())
 
         async with self._lock:
             entry = await self._change(register)
             if entry is None:
                 return None
-            log.info("device lifecycle: %s discovered on bus %s (%s)", device, bus, how)
-            await self._audit("discovered", actor, entry, None, f"device {device} {how} on bus {bus}",
-                              bus=bus, how=how, first_seen=entry["first_seen"],
-                              **{key: identity[key] for key in ("manufacturer", "id", "version", "device_type")
-                                 if key in identity})
+            log.info("device lifecycle: %s discovered on bus %s (%s)", device, bus, found.how)
+            await self._audit("discovered", actor, entry, None, f"device {device} {found.how} on bus {bus}",
+                              bus=bus, how=found.how, first_seen=entry["first_seen"],
+                              **{key: str(found.identity[key]) for key in IDENTITY_FIELDS if key in found.identity})
             return entry["name"]
 
     # -- commissioning -------------------------------------------------------------------------
@@ -322,9 +312,13 @@ class DeviceLifecycle:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
             raise LifecycleError(f"device {entry['name']}: its meter table is not valid: {problems}") from None
         collector = self._collector(config.bus)
+        wait = wait_s or self.host.config.devices.commission_wait_s
         try:
             if config.protocol == "wmbus":
-                return await self._observe_wireless(collector, config, wait_s)
+                return await self._observe_wireless(collector, config, wait)
+            if config.protocol == "dlms-push":
+                pushed = await collector.probe(config, wait)
+                return Observation(pushed.device, tuple(pushed.readings), failure=pushed.failure)
             async with asyncio.timeout(POLLED_PROBE_S):
                 if config.protocol == "dlms":
                     return await self._observe_dlms(collector, config, entry)
@@ -335,14 +329,13 @@ class DeviceLifecycle:
             return Observation(None, failure=f"{_reason(exc)}: {exc}")
         return Observation(readings[0].device if readings else None, tuple(readings))
 
-    async def _observe_wireless(self, collector: Any, config: Any, wait_s: float | None) -> Observation:
+    async def _observe_wireless(self, collector: Any, config: Any, wait_s: float) -> Observation:
         from gateway.codecs.mbus.wmbus_security import AesKey
 
         key = None
         if config.key_file:
             key = AesKey.from_hex(read_secret(config.key_file).decode("ascii", "replace"))
-        wait = wait_s or self.host.config.devices.commission_wait_s
-        probed = await collector.probe(config, key, wait)
+        probed = await collector.probe(config, key, wait_s)
         heard = probed.heard
         if heard.refused is not None:
             return Observation(heard.address.device, failure=f"security: {heard.problem} (check the key)")
@@ -470,9 +463,10 @@ class DeviceLifecycle:
             until = utc_now() + timedelta(seconds=overlap)
             if protocol == "dlms":
                 method = await self._transfer_dlms_keys(entry, keys)
-            elif protocol == "wmbus":
-                if set(keys) != {"key"}:
-                    raise LifecycleError("a wireless M-Bus device takes one new key ('key')")
+            elif protocol in ("wmbus", "dlms-push"):
+                wanted = {"key"} if protocol == "wmbus" else {"ek", "ak"}
+                if set(keys) != wanted:
+                    raise LifecycleError(f"a {protocol} device takes new {' and '.join(sorted(wanted))} keys")
                 method = "installed"
             else:
                 raise LifecycleError(f"device {name} ({protocol}) has no keys to change")
@@ -481,7 +475,7 @@ class DeviceLifecycle:
             def change(registry: MeterRegistry) -> dict[str, Any]:
                 found = registry.get(name)
                 table = found["meter"]
-                if protocol == "dlms":
+                if protocol in ("dlms", "dlms-push"):
                     registry.move_key(found, "ek_file", "previous_ek_file", "prev.ek")
                     registry.move_key(found, "ak_file", "previous_ak_file", "prev.ak")
                     registry.set_key(name, keys["ek"], actor=actor, action=None, field="ek_file", suffix="ek")
@@ -783,7 +777,7 @@ def _prepare_table(entry: dict[str, Any], declared: Declaration, config: Gateway
     """What the declaration means for the device's [[meters]] table: how often a wireless
     device transfers; a DLMS device's clock checked (and set) on every read."""
     table = entry["meter"]
-    if table.get("protocol") == "wmbus" and declared.expected_interval_s:
+    if table.get("protocol") in ("wmbus", "dlms-push") and declared.expected_interval_s:
         table["expected_interval_s"] = declared.expected_interval_s
     if table.get("protocol") == "dlms" and "clock_sync" not in table:
         table["clock_sync"] = {"threshold_s": declared.clock_tolerance_s or config.devices.clock_tolerance_s,
@@ -832,25 +826,12 @@ def _reason(exc: BaseException) -> str:
     return failure_reason(exc)
 
 
-class _ScanAddress:
-    """A meter found by a wired M-Bus scan, with the address fields discovery records."""
+def scan_discovery(found: Any) -> Discovery:
+    """A meter a wired M-Bus scan found (:class:`~gateway.collectors.mbus_master.FoundMeter`)."""
+    from gateway.collectors.mbus_master import secondary_text
 
-    def __init__(self, found: Any) -> None:
-        self.mask = found.secondary
-
-    of = classmethod(lambda cls, found: cls(found))
-
-    @property
-    def device(self) -> str:
-        mask = self.mask
-        return mbus_device_id(mask.manufacturer or "@@@", mask.identification, mask.version or 0, mask.medium or 0)
-
-    def table(self) -> dict[str, Any]:
-        from gateway.collectors.mbus_master import secondary_text
-
-        return {"secondary": secondary_text(self.mask)}
-
-    def as_dict(self) -> dict[str, Any]:
-        mask = self.mask
-        return {"id": mask.identification, "manufacturer": mask.manufacturer, "version": mask.version,
-                "device_type": f"0x{mask.medium or 0:02X}", "device": self.device}
+    mask = found.secondary
+    device = mbus_device_id(mask.manufacturer or "@@@", mask.identification, mask.version or 0, mask.medium or 0)
+    identity = {"id": mask.identification, "manufacturer": mask.manufacturer, "version": mask.version,
+                "device_type": f"0x{mask.medium or 0:02X}", "device": device}
+    return Discovery(device, identity, {"protocol": "mbus", "secondary": secondary_text(mask)}, utc_now(), "scan")
