@@ -93,8 +93,8 @@ EVENTS: Mapping[str, EventKind] = {
     "device.in_service": EventKind(I, "a device is read by the running configuration (after commissioning, a "
                                       "suspension or a fault); details: name, point, previous"),
     "device.suspended": EventKind(W, "a device is no longer read, until resumed; details: name, point, reason"),
-    "device.faulty": EventKind(E, "a device reports a permanent error or is unreachable; it is still read; "
-                                  "details: name, point, reason"),
+    "device.faulty": EventKind(E, "a device reports a permanent error (M-Bus status byte); it is still read, and "
+                                  "in service again when the error clears; details: name, point, reason"),
     "device.exchanged": EventKind(W, "a device was replaced at its metering point; details: name, point, "
                                      "replaced_by, final_seq, final_reading, first_seq, first_reading"),
     "device.decommissioned": EventKind(W, "a device was taken out of service for good; details: name, point, "
