@@ -11,12 +11,17 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Union
 
 #: An exact value. Numbers are ``Decimal`` (never float: billing data); text is ``str``;
 #: dates and times are ``datetime``/``date``/``time``; opaque data is ``bytes``.
 Value = Union[Decimal, str, bytes, datetime, date, time, bool, None]
+
+#: The context for arithmetic on values from the wire (scaling, corrections): the default
+#: context keeps 28 digits and would round silently. 80 holds the longest M-Bus mantissa (30
+#: BCD digits) shifted by any VIF/VIFE scaling and additive correction, and every DLMS number.
+EXACT = Context(prec=80)
 
 
 def value_text(value: Value) -> str | None:
@@ -48,7 +53,7 @@ def decimal_text(number: Decimal) -> str:
 
 def scaled(mantissa: int, scaler: int) -> Decimal:
     """The exact value ``mantissa × 10**scaler`` (as DLMS and M-Bus both express it)."""
-    return Decimal(mantissa).scaleb(scaler)
+    return Decimal(mantissa).scaleb(scaler, EXACT)
 
 
 def utc_now() -> datetime:

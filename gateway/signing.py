@@ -48,6 +48,10 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def _base64url_length(size: int) -> int:
+    return (4 * size + 2) // 3
+
+
 def b64url_decode(text: str, what: str) -> bytes:
     if not isinstance(text, str) or not _BASE64URL.match(text) or len(text) % 4 == 1:
         raise MalformedJWS(f"malformed JWS: {what} is not base64url")
@@ -165,6 +169,13 @@ class SigningKey:
         r, s = decode_dss_signature(der)
         signature = r.to_bytes(COORDINATE_BYTES, "big") + s.to_bytes(COORDINATE_BYTES, "big")
         return {"protected": self._protected, "payload": encoded, "signature": b64url(signature)}
+
+    def envelope_size(self, payload_size: int) -> int:
+        """The length of the compact JSON of :meth:`sign` for a payload of ``payload_size``
+        bytes, known before signing: base64url without padding turns n bytes into
+        ceil(4n/3) characters; the signature is R || S."""
+        encoded = len('{"protected":"","payload":"","signature":""}') + len(self._protected)
+        return encoded + _base64url_length(payload_size) + _base64url_length(2 * COORDINATE_BYTES)
 
     def public_jwk(self) -> dict[str, str]:
         """The public key as a JWK with its ``kid``, ``alg`` and ``use``."""

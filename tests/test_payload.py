@@ -7,9 +7,11 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.model import Event, Reading, Severity, StoredRecord
-from gateway.payload import batch_payload, record_json
+from gateway.payload import batch_of_texts, batch_payload, record_json, record_text
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -95,3 +97,23 @@ def test_a_batch_is_compact_utf8_json_with_its_seq_range():
 
 def test_an_empty_batch_has_null_seqs():
     assert json.loads(batch_payload("gw-1", [])) == {"gateway": "gw-1", "first_seq": None, "last_seq": None, "records": []}
+
+
+_texts = st.text(max_size=12)  # any code point: quotes, backslashes, controls, non-ASCII
+_zones = st.sampled_from([timezone.utc, timezone(timedelta(hours=2)), timezone(timedelta(hours=-3, minutes=-30))])
+_moments = st.datetimes(timezones=_zones)
+_values = st.one_of(
+    st.none(), st.booleans(), _texts, st.binary(max_size=8), st.dates(), st.times(), st.datetimes(), _moments,
+    st.decimals(allow_nan=False, allow_infinity=False), st.integers(-(10**30), 10**30).map(Decimal))
+_readings = st.builds(Reading, _texts, _texts, _values, st.none() | _texts, _moments, st.none() | _moments,
+                      st.none() | _texts, st.none() | _texts)
+_events = st.builds(Event, _texts, st.sampled_from(Severity), _texts, _moments, st.none() | _texts,
+                    st.none() | _texts, st.dictionaries(_texts, _texts | st.integers(), max_size=3))
+
+
+@given(_texts, st.lists(_readings | _events, max_size=6), st.integers(1, 10**12))
+def test_a_batch_assembled_from_its_records_texts_is_the_same_bytes(gateway_id, records, first):
+    batch = [stored(record, first + n) for n, record in enumerate(records)]
+    texts = [record_text(s) for s in batch]
+    first_seq, last_seq = (batch[0].seq, batch[-1].seq) if batch else (None, None)
+    assert batch_of_texts(gateway_id, first_seq, last_seq, texts) == batch_payload(gateway_id, batch)

@@ -169,3 +169,9 @@ def test_public_keys_load_from_pem_jwk_and_a_private_pem():
         assert load_public_key(data).public_numbers() == KEY.public_key.public_numbers()
     with pytest.raises(SecurityError, match="not a PEM"):
         load_public_key(b"garbage")
+
+
+@settings(max_examples=50)
+@given(st.binary(max_size=3000))
+def test_the_size_of_a_signed_message_is_known_before_signing(payload):
+    assert KEY.envelope_size(len(payload)) == len(json.dumps(KEY.sign(payload), separators=(",", ":")))

@@ -451,6 +451,9 @@ class _MeterRead(CosemReader):
         self.clock_after_s: float | None = None
         self.records: list[Record] = []
         self.meter_time: datetime | None = None
+        #: One capture time for every reading of this read (profile rows keep their own
+        #: meter_time), so the DLMS server's profile of the meter shows one capture per read.
+        self.captured_at = collector._clock()
         #: Profile and event log rows, and the state marks (key, last entry) they advance.
         self.rows: list[Record] = []
         self.marks: list[tuple[str, str]] = []
@@ -490,7 +493,7 @@ class _MeterRead(CosemReader):
                 protection: str | None = None) -> Reading:
         return Reading(device=self.cache.device, quantity=quantity or quantity_name(spec.obis, spec.class_id,
                                                                                     spec.attribute),
-                       value=value, unit=unit, captured_at=self.c._clock(), meter_time=meter_time or self.meter_time,
+                       value=value, unit=unit, captured_at=self.captured_at, meter_time=meter_time or self.meter_time,
                        obis=str(spec.obis), status=status, raw=raw or None, protection=protection, flags=self.flags)
 
     # -- clock --

@@ -9,7 +9,9 @@
   integers, BCD and reals become ``Decimal`` (scaled by the register's scaler_unit, exact;
   reals as the shortest decimal that reads back to the same binary value), date-times
   become aware datetimes, booleans stay booleans, text stays text, other octet strings stay
-  bytes, structures and arrays become a JSON text of their values.
+  bytes, structures and arrays become a JSON text of their values. A utf8-string that is
+  not valid UTF-8 arrives from the codec as its raw bytes and stays bytes (reported as hex,
+  like an octet string): the meter's other values are read as usual.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from gateway.codecs.dlms.dates import CosemDateTime
 from gateway.codecs.dlms.errors import DLMSError
 from gateway.codecs.dlms.obis import Obis
 from gateway.codecs.dlms.units import ScalerUnit
-from gateway.model import Value
+from gateway.model import EXACT, Value
 
 # COSEM interface classes (Blue Book 4.5) the collector treats specially.
 DATA_CLASS = 1
@@ -195,7 +197,7 @@ def reading_value(data: Data, tz: tzinfo, scaler_unit: ScalerUnit | None = None)
     dtype = data.type
     if dtype in INTEGER_TYPES or dtype in (DataType.BCD, DataType.FLOAT32, DataType.FLOAT64):
         number = to_decimal(data)
-        return number.scaleb(scaler_unit.scaler) if scaler_unit is not None else number
+        return number.scaleb(scaler_unit.scaler, EXACT) if scaler_unit is not None else number
     if dtype is DataType.BOOLEAN:
         return bool(data.value)
     if dtype is DataType.NULL_DATA:
@@ -242,4 +244,4 @@ def status_text(data: Data) -> str:
 
 def decimal_seconds(seconds: float) -> Decimal:
     """A clock deviation to the hundredth (what a COSEM clock resolves)."""
-    return Decimal(round(seconds * 100)).scaleb(-2)
+    return Decimal(round(seconds * 100)).scaleb(-2, EXACT)

@@ -326,7 +326,9 @@ class WMBusReceiver:
             return
         address = meter_address(frame)
         meter = self._match(address.identification, address.manufacturer, address.version, address.device_type)
-        events = self._heard_again(meter, now, at) if meter is not None else []
+        if meter is not None:
+            self._heard_again(meter, now, at)
+        events: list[Record] = []
         key = duplicate_key(frame)
         if self._recent.seen(key, now, self.bus.duplicate_window_s):
             self.counters["duplicates"] += 1
@@ -424,12 +426,12 @@ class WMBusReceiver:
                            f"meter {meter.config.name}: {count} {plural} refused: {heard.problem}", meter.health.device,
                            {"meter": meter.config.name, "reason": reason, "count": count, "total": meter.refusals})
 
-    def _heard_again(self, meter: WirelessMeter, now: float, at: datetime) -> list[Record]:
-        """Note that ``meter`` was heard: its silence ends (recovery waits for a telegram
-        that decodes)."""
+    @staticmethod
+    def _heard_again(meter: WirelessMeter, now: float, at: datetime) -> None:
+        """Note that ``meter`` was heard, even a duplicate or a refused telegram: its silence
+        ends. No event here: recovery (``comm.recovered``) waits for a telegram that decodes."""
         meter.missed_intervals = 0
         meter.last_heard, meter.last_heard_at = at, now
-        return []
 
     async def _watch_meters(self) -> None:
         """A failure for each expected interval a meter was not heard; the hourly summary

@@ -29,6 +29,12 @@ Parity = Literal["N", "E", "O"]
 
 #: How long opening, closing or handing bytes to the OS may take before the port counts as dead.
 IO_TIMEOUT_S = 5.0
+#: Received bytes kept unread at most. A transaction needs at most one frame buffered: the
+#: largest any bus sends is a DLMS wrapper frame (8-byte header + 65,535-byte APDU; HDLC and
+#: M-Bus frames are a few hundred bytes), so twice that lets a whole frame and what came
+#: before it wait for a busy reader. A babbling device or TCP serial server beyond it loses
+#: its oldest bytes (counted in ``bytes_discarded``), not the gateway its memory.
+MAX_INBOX_BYTES = 128 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +92,16 @@ MBUS_LINE = LineSettings(2400, 8, "E", 1)
 
 
 class _Inbox(asyncio.Protocol):
-    """Collects received bytes for :class:`Transport` and tracks output flow control."""
+    """Collects received bytes for :class:`Transport` and tracks output flow control.
+
+    The buffer keeps the newest :data:`MAX_INBOX_BYTES`; ``overflowed`` counts the older
+    bytes dropped to stay within it. (Pausing reading instead would leave the stale bytes in
+    the kernel's socket buffer, to be delivered after ``claim`` has discarded the input, as
+    if they were the reply.)"""
 
     def __init__(self) -> None:
         self.buffer = bytearray()
+        self.overflowed = 0
         self.arrived = asyncio.Event()
         self.last_receive_time: float | None = None
         self.lost_reason: Exception | None = None
@@ -105,7 +117,12 @@ class _Inbox(asyncio.Protocol):
         self.lost_reason = exc
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
+        buffer = self.buffer
+        buffer += data
+        excess = len(buffer) - MAX_INBOX_BYTES
+        if excess > 0:
+            del buffer[:excess]  # bytearray drops its head without copying the rest
+            self.overflowed += excess
         self.last_receive_time = asyncio.get_running_loop().time()
         self.arrived.set()
 
@@ -165,8 +182,12 @@ class Transport(ABC):
         await self.close()
 
     async def open(self) -> None:
-        if self._transport is not None:
+        """Open the port; at once if it is open, anew if the connection was lost (a TCP
+        serial server dropped it while another bus still holds this shared transport)."""
+        if self._transport is not None and not self._lost:
             return
+        if self._transport is not None:
+            await self.close()
         try:
             async with asyncio.timeout(IO_TIMEOUT_S):
                 self._transport, self._inbox = await self._open()
@@ -188,6 +209,10 @@ class Transport(ABC):
     @property
     def is_open(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
+
+    @property
+    def _lost(self) -> bool:
+        return self._inbox is not None and self._inbox.lost.done()
 
     # -- bytes --------------------------------------------------------------------------------
 
@@ -233,14 +258,22 @@ class Transport(ABC):
         chunk = bytes(inbox.buffer[:max_bytes])
         del inbox.buffer[:max_bytes]
         self.bytes_received += len(chunk)
+        self._count_overflow(inbox)
         return chunk
 
     def reset_input(self) -> int:
-        """Discard every byte received so far; return how many were thrown away."""
+        """Discard every byte received so far; return how many were thrown away
+        (including those the full buffer dropped since the last read)."""
         _, inbox = self._live()
         self._discard_pending()
         count = len(inbox.buffer)
         inbox.buffer.clear()
+        self.bytes_discarded += count
+        return count + self._count_overflow(inbox)
+
+    def _count_overflow(self, inbox: _Inbox) -> int:
+        """Move the bytes the full buffer dropped into ``bytes_discarded``; how many."""
+        count, inbox.overflowed = inbox.overflowed, 0
         self.bytes_discarded += count
         return count
 

@@ -46,7 +46,7 @@ from gateway import __version__
 from gateway.config import MqttUplink
 from gateway.errors import GatewayError, UplinkError
 from gateway.model import Reading, StoredRecord, utc_now
-from gateway.payload import batch_payload, record_json
+from gateway.payload import batch_head, batch_of_texts, batch_payload, record_json, record_text
 from gateway.signing import SigningKey
 from gateway.store import Store
 from gateway.uplinks.backoff import Backoff
@@ -79,6 +79,9 @@ COMMAND_TIMEOUT_S = 300.0
 GOODBYE_TIMEOUT_S = 2.0
 #: MQTT 5 content type of a data message (RFC 7515 §9.2.1).
 JOSE_JSON = "application/jose+json"
+#: Bytes of a data PUBLISH packet beside its topic and payload: fixed header, topic length,
+#: packet id, properties (the content type).
+PUBLISH_OVERHEAD = 64
 
 StatusCallback = Callable[[], Awaitable[dict[str, Any]]]
 ReadCallback = Callable[[str], Awaitable[list[Reading]]]
@@ -316,7 +319,7 @@ class MqttPublisher:
             while True:
                 batch = await batches.get()
                 tasks: list[asyncio.Task[None]] = []
-                for message in self._messages(batch):
+                for message in await self._build(batch):
                     await window.acquire()
                     tasks.append(group.create_task(self._publish_data(client, message, window)))
                 in_flight.append((batch[-1].seq, tasks))
@@ -370,6 +373,13 @@ class MqttPublisher:
             await self.store.advance_cursor(self.name, seq)
             self.counters.cursor = seq
 
+    async def _build(self, batch: Sequence[StoredRecord]) -> list[Outgoing]:
+        """:meth:`_messages` on a worker thread: encoding and signing a batch takes
+        milliseconds (5-10 times more on a Pi) that would otherwise stall the event loop,
+        and with it the serial timing of the buses. The caller awaits each batch before the
+        next, so messages keep their order."""
+        return await asyncio.to_thread(self._messages, batch)
+
     def _messages(self, batch: Sequence[StoredRecord]) -> list[Outgoing]:
         """The signed messages of one store batch: its readings, then its events."""
         readings = [stored for stored in batch if isinstance(stored.record, Reading)]
@@ -380,15 +390,39 @@ class MqttPublisher:
 
     def _signed(self, topic: str, records: Sequence[StoredRecord]) -> list[Outgoing]:
         """One message for ``records``, or several if the broker's Maximum Packet Size
-        would refuse one (a poison message would otherwise be retried forever)."""
+        would refuse one (a poison message would otherwise be retried forever). The size of
+        the signed message is known before signing; a batch too large is split by its
+        records' encoded sizes (:meth:`_split`)."""
         if not records:
             return []
-        payload = jws_json(self.signer.sign(batch_payload(self.gateway_id, records)))
-        overhead = len(topic) + 64  # fixed header, topic length, packet id, properties
-        if len(payload) + overhead > self.broker_limits.maximum_packet_size and len(records) > 1:
-            half = len(records) // 2
-            return [*self._signed(topic, records[:half]), *self._signed(topic, records[half:])]
-        return [Outgoing(topic, payload, len(records))]
+        signer = self.signer
+        payload = batch_payload(self.gateway_id, records)
+        room = self.broker_limits.maximum_packet_size - len(topic) - PUBLISH_OVERHEAD
+        if len(records) == 1 or signer.envelope_size(len(payload)) <= room:
+            return [Outgoing(topic, jws_json(signer.sign(payload)), len(records))]
+        return self._split(signer, topic, records, room)
+
+    def _split(self, signer: SigningKey, topic: str, records: Sequence[StoredRecord], room: int) -> list[Outgoing]:
+        """Messages of as many records each as fit ``room`` bytes, in order; each record is
+        encoded once (a record too large alone still goes alone)."""
+        texts = [record_text(stored) for stored in records]
+        # The head with the widest seqs of the list bounds the head of any part of it.
+        head = len(batch_head(self.gateway_id, records[-1].seq, records[-1].seq)) + len("]}")
+        messages: list[Outgoing] = []
+        start, size = 0, head
+        for index, text in enumerate(texts):
+            grown = size + len(text) + (index > start)  # and a comma after the part's first record
+            if index > start and signer.envelope_size(grown) > room:
+                messages.append(self._message(signer, topic, records, texts, start, index))
+                start, grown = index, head + len(text)
+            size = grown
+        messages.append(self._message(signer, topic, records, texts, start, len(records)))
+        return messages
+
+    def _message(self, signer: SigningKey, topic: str, records: Sequence[StoredRecord], texts: list[bytes],
+                 start: int, end: int) -> Outgoing:
+        payload = batch_of_texts(self.gateway_id, records[start].seq, records[end - 1].seq, texts[start:end])
+        return Outgoing(topic, jws_json(signer.sign(payload)), end - start)
 
     # --- status ---------------------------------------------------------------------------
 
@@ -527,7 +561,7 @@ class MqttPublisher:
             batch = [s for s in await self.store.read_after(after, self.config.batch_size) if s.seq <= to_seq]
             if not batch:
                 break
-            outgoing = self._messages(batch)
+            outgoing = await self._build(batch)
             async with asyncio.TaskGroup() as group:
                 for message in outgoing:
                     group.create_task(client.publish(message.topic, message.payload, qos=1,

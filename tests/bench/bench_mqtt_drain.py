@@ -60,8 +60,10 @@ async def no_status() -> dict:
 
 
 async def uplink_drain(url: str, store: Store, key: SigningKey, name: str, batch_size: int,
-                       profile: cProfile.Profile | None = None) -> float:
-    """Seconds from run() until the uplink's cursor reaches the store's last seq."""
+                       profile: cProfile.Profile | None = None, lags: list[float] | None = None) -> float:
+    """Seconds from run() until the uplink's cursor reaches the store's last seq; ``lags``
+    gets how late each 1 ms sleep of the event loop woke up meanwhile (what a bus's serial
+    timing would suffer)."""
     publisher = MqttPublisher(MqttUplink(url=url, name=name, batch_size=batch_size), gateway_id=GATEWAY,
                               store=store, signer=key, status=no_status)
     target = store.last_seq
@@ -72,6 +74,7 @@ async def uplink_drain(url: str, store: Store, key: SigningKey, name: str, batch
         started = time.perf_counter()
         task = group.create_task(publisher.run())
         group.create_task(watch_cursor(publisher, target, done))
+        group.create_task(loop_lag(done, lags if lags is not None else []))
         await done.wait()
         elapsed = time.perf_counter() - started
         if profile:
@@ -80,6 +83,14 @@ async def uplink_drain(url: str, store: Store, key: SigningKey, name: str, batch
     if publisher.counters.connects != 1:
         raise SystemExit(f"the uplink reconnected during the benchmark: {publisher.counters}")
     return elapsed
+
+
+async def loop_lag(done: asyncio.Event, lags: list[float]) -> None:
+    loop = asyncio.get_running_loop()
+    while not done.is_set():
+        before = loop.time()
+        await asyncio.sleep(0.001)
+        lags.append(loop.time() - before - 0.001)
 
 
 async def watch_cursor(publisher: MqttPublisher, target: int, done: asyncio.Event) -> None:
@@ -139,12 +150,12 @@ async def main(args: argparse.Namespace) -> dict:
                 fill_s = time.perf_counter() - started
                 payloads = await build_payloads(store, key, args.batch_size)
                 profile = cProfile.Profile() if args.profile else None
-                raw_rates, uplink_rates = [], []
+                raw_rates, uplink_rates, lags = [], [], []
                 for round_number in range(args.rounds):
                     raw_s = raw_publish(broker.host, broker.port, payloads, uplink_mqtt.MAX_IN_FLIGHT)
                     raw_rates.append(args.readings / raw_s)
                     uplink_s = await uplink_drain(broker.url, store, key, f"bench{round_number}", args.batch_size,
-                                                  profile if round_number == 0 else None)
+                                                  profile if round_number == 0 else None, lags)
                     uplink_rates.append(args.readings / uplink_s)
     if profile:
         stats = pstats.Stats(profile, stream=sys.stderr)
@@ -163,6 +174,8 @@ async def main(args: argparse.Namespace) -> dict:
         "raw_paho_readings_per_s": round(best_raw),
         "ratio": round(best_uplink / best_raw, 3),
         "uplink_median_readings_per_s": round(statistics.median(uplink_rates)),
+        "loop_lag_max_ms": round(max(lags) * 1000, 1),
+        "loop_lag_p99_ms": round(statistics.quantiles(lags, n=100, method="inclusive")[98] * 1000, 1),
         "raw_paho_median_readings_per_s": round(statistics.median(raw_rates)),
         "goal_readings_per_s": 50_000,
         "goal_ratio": 0.8,

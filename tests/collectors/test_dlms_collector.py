@@ -110,6 +110,19 @@ async def test_a_profile_is_read_by_range_and_then_only_its_new_rows_across_a_re
         assert int(await store.get_state("dlms.ic.out.4d4d4d0000000001")) == 2000
 
 
+async def test_every_reading_of_one_read_shares_one_captured_at_and_rows_keep_their_meter_time(
+        start_dlms_meter, tmp_path):
+    peer = start_dlms_meter()
+    ticks = iter(range(10**6))
+    sink = ListSink()
+    collector = DlmsCollector(line(tcp="%s:%d" % peer.address), [meter(tmp_path, profiles=[WHOLE_PROFILE])], sink, UTC,
+                              clock=lambda: FIRST_ROW + timedelta(hours=2, microseconds=next(ticks)))  # never twice the same
+    await read_once(collector)
+    readings = sink.of(Reading)
+    assert len(readings) > 10 and len({r.captured_at for r in readings}) == 1
+    assert len({t for t, _ in profile_rows(readings)}) == 8
+
+
 async def _stored(store: Store) -> list:
     return [stored.record for stored in await store.read_after(0, 10_000)]
 

@@ -11,9 +11,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from gateway.codecs.dlms.axdr import Data, DataType
+from gateway.codecs.dlms.obis import Obis
 from gateway.collectors.dlms import DlmsCollector, MemoryState
 from gateway.collectors.dlms_session import DataAccessError
-from gateway.model import Event, Reading
+from gateway.app import StoreSink
+from gateway.config import StoreSection
+from gateway.model import Event, Reading, value_text
+from gateway.store import Store
 
 from tests.collectors.dlms_helpers import line, meter
 from tests.collectors.dlms_sim_meter import DISCONNECT, SimMeter, serving
@@ -117,3 +122,27 @@ async def test_an_event_log_becomes_meter_events_once_each_across_reads(tmp_path
     assert events[0].details["log"] == "0.0.99.98.0.255" and events[0].device == "dlms-SIM0000000000001"
     assert await state.get_state("dlms.log.m1.0.0.99.98.0.255") == (start + timedelta(minutes=70)).isoformat()
     assert all(isinstance(r, Reading) for r in sink.records if r not in sink.of(Event))
+
+
+FIRMWARE = Obis(1, 0, 0, 2, 0, 255)
+
+
+class BadTextMeter(SimMeter):
+    """Sends its firmware version as a utf8-string that is not UTF-8 ("A", 0xFF, "B")."""
+
+    def get(self, request):
+        if (request.attribute.class_id, request.attribute.instance) == (1, FIRMWARE):
+            return Data(DataType.UTF8_STRING, b"A\xffB")
+        return super().get(request)
+
+
+async def test_a_utf8_string_that_is_not_utf8_is_kept_as_bytes_and_the_other_values_are_read(tmp_path):
+    config = sim_meter(tmp_path, objects=["1.0.1.8.0.255", "1.0.0.2.0.255:1:2"])
+    async with serving(BadTextMeter()) as address, Store(tmp_path / "store.sqlite", StoreSection()) as store:
+        collector = DlmsCollector(line(tcp=address), [config], StoreSink(store), UTC)
+        async with running(collector):
+            await asyncio.wait_for(collector.read_now("m1"), 10)
+        by_name = {s.record.quantity: s.record for s in await store.read_after(0, 100)}
+    assert by_name["firmware_version"].value == b"A\xffB"
+    assert value_text(by_name["firmware_version"].value) == "41ff42"  # reported as hex
+    assert by_name["active_energy_import"].value == Decimal("123456.7")

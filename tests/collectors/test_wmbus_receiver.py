@@ -232,11 +232,14 @@ def not_heard_events(sink):
 async def test_refusals_after_the_first_event_are_summarised_at_most_once_per_interval_with_their_count(tmp_path):
     sink = ListSink()
     async with serve_dongle(DONGLES["imst"](), [model("55555555", OTHER_KEY, interval_s=0.05)]) as server:
-        config = [meter_config("wrong", "55555555", key_file=key_file(tmp_path, "k"))]
+        config = [meter_config("wrong", "55555555", key_file=key_file(tmp_path, "k"), expected_interval_s=0.15,
+                               not_heard_after=2)]
         receiver = WMBusReceiver(dongle_config(server.path, "imst"), config, sink, BERLIN,
                                  security_event_interval_s=0.6, tick_s=0.05)
         async with receiving(receiver):
             await until(lambda: len(sink.events("security.refused")) >= 2)
+    # A refused telegram is still the meter heard: it fails for security, never as not heard.
+    assert not not_heard_events(sink) and receiver.status()["meters"]["wrong"]["not_heard"] is False
     first, second = sink.events("security.refused")[:2]
     assert first.details["count"] == 1 and second.details["count"] > 1
     assert second.details["total"] == first.details["count"] + second.details["count"]

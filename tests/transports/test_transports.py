@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tty
 
@@ -10,6 +11,7 @@ import pytest
 
 from gateway.errors import DeviceTimeout, TransportError
 from gateway.transports import LineSettings, open_transport, port_key
+from gateway.transports.base import MAX_INBOX_BYTES
 from gateway.transports.serial_port import SerialTransport, is_pseudo_terminal
 from gateway.transports.tcp import TcpTransport
 
@@ -177,6 +179,83 @@ async def test_a_tcp_server_that_hangs_up_makes_reads_fail():
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_shared_tcp_port_dropped_by_its_server_is_reopened_while_another_bus_holds_it():
+    connections: list[asyncio.StreamWriter] = []
+    received = asyncio.Queue()
+
+    async def device(reader, writer):
+        connections.append(writer)
+        while data := await reader.read(100):
+            received.put_nowait((len(connections), data))
+
+    async with tcp_serial_server(device) as port:
+        tcp = f"127.0.0.1:{port}"
+        async with open_transport(LineSettings(2400), tcp=tcp) as idle_bus:  # holds the port
+            async with asyncio.timeout(5):
+                while not connections:
+                    await asyncio.sleep(0.01)
+            connections[0].close()  # the serial server drops the connection
+            with pytest.raises(TransportError, match="was closed"):
+                await idle_bus.read(timeout_s=1)
+            # The other bus restarts: it gets the same transport, connected anew.
+            async with open_transport(LineSettings(2400), tcp=tcp) as restarted:
+                assert restarted is idle_bus
+                await restarted.write(b"\x10\x40\x01\x41\x16")
+                assert await asyncio.wait_for(received.get(), 1) == (2, b"\x10\x40\x01\x41\x16")
+            await idle_bus.write(b"\xE5")  # and the bus that held on uses the new connection too
+            assert await asyncio.wait_for(received.get(), 1) == (2, b"\xE5")
+        assert len(connections) == 2
+
+
+async def test_a_babbling_tcp_serial_server_keeps_only_the_newest_bytes_and_the_rest_count_as_discarded():
+    noise, tail = b"\xAA" * (4 * MAX_INBOX_BYTES), b"the reply"
+    async with tcp_serial_server(sending(noise + tail)) as port:
+        async with TcpTransport("127.0.0.1", port, LineSettings(2400)) as transport:
+            await all_arrived(transport, len(noise + tail))
+            inbox = transport._inbox
+            assert len(inbox.buffer) == MAX_INBOX_BYTES and inbox.buffer.endswith(tail)
+            assert transport.reset_input() == len(noise + tail)
+            assert transport.bytes_discarded == len(noise + tail)
+
+
+async def test_bytes_dropped_before_a_read_count_as_discarded_not_received():
+    total = MAX_INBOX_BYTES + 100
+    async with tcp_serial_server(sending(bytes(total))) as port:
+        async with TcpTransport("127.0.0.1", port, LineSettings(2400)) as transport:
+            await all_arrived(transport, total)
+            assert len(await transport.read(2 * total, timeout_s=1)) == MAX_INBOX_BYTES
+            assert transport.bytes_received == MAX_INBOX_BYTES and transport.bytes_discarded == 100
+
+
+@contextlib.asynccontextmanager
+async def tcp_serial_server(device):
+    """The port of a TCP serial server on loopback whose connections ``device`` serves."""
+    server = await asyncio.start_server(device, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def sending(data: bytes):
+    """A device that sends ``data`` at once, then waits for the connection to end."""
+    async def device(reader, writer):
+        writer.write(data)
+        await writer.drain()
+        await reader.read(100)
+        writer.close()
+    return device
+
+
+async def all_arrived(transport, count: int) -> None:
+    """Wait (at most 5 s) until ``count`` bytes have reached the transport's inbox."""
+    inbox = transport._inbox
+    async with asyncio.timeout(5):
+        while len(inbox.buffer) + inbox.overflowed < count:
+            await asyncio.sleep(0.01)
 
 
 def test_port_keys_identify_the_physical_port(pty_pair, tmp_path):

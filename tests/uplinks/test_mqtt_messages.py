@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from types import SimpleNamespace
+from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway import payload
+from gateway.config import MqttUplink
+from gateway.model import StoredRecord
+from gateway.payload import batch_payload, record_json
 from gateway.signing import SigningKey, verify_jws
 from gateway.uplinks import mqtt as uplink_mqtt
-from gateway.uplinks.mqtt import jws_json
-from tests.uplinks.conftest import GATEWAY, event, eventually, readings
+from gateway.uplinks.mqtt import MqttPublisher, jws_json
+from tests.uplinks.conftest import GATEWAY, T0, event, eventually, readings
 
 KEY = SigningKey.generate()
 
@@ -46,6 +53,42 @@ async def test_a_batch_too_large_for_the_broker_is_split_in_order(store, make_pu
     assert len(messages) > 1
     assert all(len(m.payload) + 100 < 3000 for m in messages)
     assert seqs == list(range(1, 41))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1500, 20_000), st.integers(1, 60))
+def test_a_split_fills_each_message_to_the_broker_limit_encoding_each_record_at_most_twice(limit, count) -> None:
+    records = [StoredRecord(seq, reading, T0) for seq, reading in enumerate(readings(count), start=1)]
+    publisher = MqttPublisher(MqttUplink(url="mqtt://127.0.0.1:1883"), gateway_id=GATEWAY, store=None, signer=KEY,
+                              status=None)
+    publisher.broker_limits.maximum_packet_size = limit
+    room = limit - len(publisher.topic_readings) - uplink_mqtt.PUBLISH_OVERHEAD
+    encoded = []
+    with patch.object(payload, "record_json", side_effect=lambda s: encoded.append(s.seq) or record_json(s)):
+        messages = publisher._messages(records)
+    parts = [json.loads(verify_jws(m.payload, KEY.public_key))["records"] for m in messages]
+    assert [r["seq"] for part in parts for r in part] == list(range(1, count + 1))
+    assert all(len(m.payload) <= room for m in messages if m.count > 1)
+    # As full as possible: the next message's first record would not have fitted.
+    for part, message, following in zip(parts, messages, parts[1:]):
+        longer = batch_payload(GATEWAY, records[part[0]["seq"] - 1 : following[0]["seq"]])
+        assert KEY.envelope_size(len(longer)) > room and message.count == len(part)
+    assert all(encoded.count(seq) <= 2 for seq in range(1, count + 1))
+
+
+async def test_messages_are_encoded_and_signed_off_the_event_loop(store, make_publisher) -> None:
+    await store.append(readings(30))
+    publisher = make_publisher("mqtt://127.0.0.1:1883", batch_size=10)
+    signing_threads = set()
+    sign = publisher.signer.sign
+    publisher.signer = SimpleNamespace(sign=lambda payload: signing_threads.add(threading.get_ident()) or sign(payload),
+                                       envelope_size=publisher.signer.envelope_size)
+    client = HeldAcks()
+    async with asyncio.TaskGroup() as group:
+        delivery = group.create_task(publisher._deliver(client))
+        await eventually(lambda: len(client.pending) == 3)
+        delivery.cancel()
+    assert signing_threads and threading.get_ident() not in signing_threads
 
 
 async def test_a_status_callback_that_hangs_does_not_hold_the_status(store, make_publisher, monkeypatch) -> None:

@@ -11,9 +11,11 @@ bit-string                             :class:`BitString`
 integers (integer .. long64-unsigned,  ``int`` (never float); bcd is the raw byte
 enum, bcd, delta-*)
 octet-string                           ``bytes``
-visible-string                         ``str`` (Latin-1, so every byte survives)
-utf8-string                            ``str`` (undecodable bytes kept by
-                                       ``surrogateescape``)
+visible-string                         ``str`` (Latin-1, so every byte survives as a
+                                       valid character)
+utf8-string                            ``str``; ``bytes`` (kept raw) when the bytes
+                                       are not valid UTF-8, so a meter's other values
+                                       survive and the element re-encodes unchanged
 float32, float64                       ``float``: the exact IEEE value; :func:`to_decimal`
                                        gives the shortest decimal that reads back to the
                                        same float32/float64 (``Decimal(repr(f))`` for
@@ -106,7 +108,11 @@ INTEGER_FORMATS: dict[DataType, str] = {
 #: Types whose value is a plain ``int`` (what :func:`to_decimal` takes as is).
 INTEGER_TYPES = frozenset(INTEGER_FORMATS) - {DataType.BCD}
 
-_TEXT_ENCODINGS = {DataType.VISIBLE_STRING: ("latin-1", "strict"), DataType.UTF8_STRING: ("utf-8", "surrogateescape")}
+#: Text types -> codec. Latin-1 decodes every byte, so a visible-string (ISO 646 on the
+#: wire, but meters send other bytes) is always a str of valid characters. Invalid UTF-8 is
+#: not decoded with ``surrogateescape``: lone surrogates cannot be stored or serialised, so
+#: the decoder keeps such an element's raw bytes instead (see the module docstring).
+_TEXT_ENCODINGS = {DataType.VISIBLE_STRING: "latin-1", DataType.UTF8_STRING: "utf-8"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,12 +417,15 @@ def _dec_octet_string(buf, pos, depth):
 
 
 def _dec_text(dtype):
-    encoding, errors = _TEXT_ENCODINGS[dtype]
+    encoding = _TEXT_ENCODINGS[dtype]
     field = dtype.name.lower()
 
     def decode(buf, pos, depth):
         raw, pos = take_counted(buf, pos, field)
-        return Data(dtype, raw.decode(encoding, errors)), pos
+        try:
+            return Data(dtype, raw.decode(encoding)), pos
+        except UnicodeDecodeError:
+            return Data(dtype, bytes(raw)), pos
 
     return decode
 
@@ -636,10 +645,10 @@ def _enc_octet_string(value, out):
 
 
 def _enc_text(dtype):
-    encoding, errors = _TEXT_ENCODINGS[dtype]
+    encoding = _TEXT_ENCODINGS[dtype]
 
     def encode(value, out):
-        raw = value.encode(encoding, errors)
+        raw = bytes(value) if isinstance(value, (bytes, bytearray)) else value.encode(encoding)
         out += encode_length(len(raw))
         out += raw
 

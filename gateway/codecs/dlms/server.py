@@ -11,7 +11,8 @@ GET/SET/ACTION requests and answers them.
 block, a SET/ACTION block acknowledgement, an EXCEPTION-Response to a request out of turn)
 or :class:`ServiceRequest` (a GET, SET or ACTION for the application, answered with
 :meth:`~ServerAssociation.answer_get`, :meth:`~ServerAssociation.answer_set` ...). Bytes
-that cannot be decoded or fail a security check raise the codec's error; answer those with
+that cannot be decoded, fail a security check or ask for a service the association did not
+negotiate (conformance, Green Book 9.4.6.1) raise the codec's error; answer those with
 :meth:`ServerAssociation.refuse`.
 
 A GET answer the application cannot (or will not) hold in memory, a long profile buffer
@@ -89,6 +90,7 @@ from gateway.codecs.dlms.xdlms import (
     InitiateRequest,
     InitiateResponse,
     conformance,
+    conformance_names,
 )
 
 #: What the server offers by default: LN GET/SET/ACTION with selective access, lists and
@@ -107,6 +109,23 @@ SERVER_CONFORMANCE = conformance(
 _BLOCK_TRANSFER_WITH_GET = conformance("block-transfer-with-get-or-read")
 _BLOCK_TRANSFER_WITH_ACTION = conformance("block-transfer-with-action")
 _BLOCK_TRANSFER_WITH_SET = conformance("block-transfer-with-set-or-write")
+#: The conformance bits a request needs (Green Book 9.4.6.1): its service, and
+#: multiple-references for the -with-list forms (selective access is checked per request). A
+#: request for a service the association did not negotiate is refused: the public client's
+#: association has no SET or ACTION. (Block transfer is checked with the blocks.)
+_NEEDED_CONFORMANCE: dict[type, int] = {
+    GetRequestNormal: conformance("get"),
+    GetRequestWithList: conformance("get", "multiple-references"),
+    SetRequestNormal: conformance("set"),
+    SetRequestWithFirstDatablock: conformance("set"),
+    SetRequestWithDatablock: conformance("set"),
+    SetRequestWithList: conformance("set", "multiple-references"),
+    ActionRequestNormal: conformance("action"),
+    ActionRequestWithFirstPblock: conformance("action"),
+    ActionRequestWithPblock: conformance("action"),
+    ActionRequestWithList: conformance("action", "multiple-references"),
+}
+_SELECTIVE_ACCESS = conformance("selective-access")
 MIN_DLMS_VERSION = 6
 MIN_PDU_SIZE = 12
 MAX_INCOMING_BLOCKS = 16 * 1024 * 1024
@@ -392,6 +411,7 @@ class ServerAssociation:
             return Reply(self._next_outgoing(apdu))
         if self.state is not ServerState.READY:
             raise DLMSStateError(f"{type(apdu).__name__} while a request is being served", field="tag")
+        self._check_negotiated(apdu)
         if isinstance(apdu, (SetRequestWithFirstDatablock, SetRequestWithDatablock, ActionRequestWithFirstPblock,
                              ActionRequestWithPblock)):
             return self._incoming_block(apdu)
@@ -399,6 +419,16 @@ class ServerAssociation:
                              ActionRequestNormal, ActionRequestWithList)):
             return self._serve(apdu)
         return Reply(ExceptionResponse(_SERVICE_UNKNOWN, _SERVICE_NOT_SUPPORTED).to_bytes())
+
+    def _check_negotiated(self, apdu) -> None:
+        """Refuse a request whose service (or selective access) was not negotiated."""
+        needed = _NEEDED_CONFORMANCE.get(type(apdu), 0)
+        if any(getattr(item, "access", None) is not None for item in getattr(apdu, "attributes", (apdu,))):
+            needed |= _SELECTIVE_ACCESS
+        missing = needed & ~self.negotiated.negotiated_conformance
+        if missing:
+            raise DLMSStateError(f"{type(apdu).__name__} needs {', '.join(conformance_names(missing))}, which this "
+                                 "association did not negotiate", field="conformance")
 
     def _serve(self, request, last_block: int | None = None) -> ServiceRequest:
         self._stream = None  # a new request abandons a streamed answer (and any long one)

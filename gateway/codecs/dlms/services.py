@@ -250,6 +250,21 @@ def _read_list(buf: bytes, pos: int, read, field: str) -> tuple[tuple, int]:
     return tuple(items), pos
 
 
+def _read_counterparts(buf: bytes, pos: int, read, field: str, items: tuple) -> tuple[tuple, int]:
+    """A list with one entry per item of ``items`` (SET values, ACTION parameters)."""
+    start = pos
+    values, pos = _read_list(buf, pos, read, field)
+    if len(values) != len(items):
+        raise DLMSFrameError(f"{field} has {len(values)} entries for {len(items)} descriptors", offset=start,
+                             field=field)
+    return values, pos
+
+
+def _check_paired(descriptors: tuple, values: tuple, name: str) -> None:
+    if len(descriptors) != len(values):
+        raise ValueError(f"{len(values)} {name} for {len(descriptors)} descriptors: one each")
+
+
 def _list_bytes(items) -> bytes:
     return encode_length(len(items)) + b"".join(item.to_bytes() for item in items)
 
@@ -508,6 +523,9 @@ class SetRequestWithList:
 
     TAG, CHOICE = SET_REQUEST, 4
 
+    def __post_init__(self) -> None:
+        _check_paired(self.attributes, self.values, "values")
+
     def to_bytes(self) -> bytes:
         return _header(self.TAG, self.CHOICE, self.invoke) + _list_bytes(self.attributes) + _list_bytes(self.values)
 
@@ -603,7 +621,7 @@ def _decode_set_request(buf: bytes, pos: int, choice: int, invoke: InvokeIdAndPr
         return SetRequestWithDatablock(block, invoke), pos
     items, pos = _read_list(buf, pos, _read_with_selection, "attribute-descriptor-list")
     if choice == 4:
-        values, pos = _read_list(buf, pos, decode_data_at, "value-list")
+        values, pos = _read_counterparts(buf, pos, decode_data_at, "value-list", items)
         return SetRequestWithList(items, values, invoke), pos
     block, pos = _read_block(buf, pos)
     return SetRequestWithListAndFirstDatablock(items, block, invoke), pos
@@ -672,6 +690,9 @@ class ActionRequestWithList:
     invoke: InvokeIdAndPriority = DEFAULT_INVOKE
 
     TAG, CHOICE = ACTION_REQUEST, 3
+
+    def __post_init__(self) -> None:
+        _check_paired(self.methods, self.parameters, "parameters")
 
     def to_bytes(self) -> bytes:
         return _header(self.TAG, self.CHOICE, self.invoke) + _list_bytes(self.methods) + _list_bytes(self.parameters)
@@ -799,7 +820,7 @@ def _decode_action_request(buf: bytes, pos: int, choice: int, invoke: InvokeIdAn
         return ActionRequestWithPblock(block, invoke), pos
     methods, pos = _read_list(buf, pos, _read_method, "cosem-method-descriptor-list")
     if choice == 3:
-        parameters, pos = _read_list(buf, pos, decode_data_at, "method-invocation-parameters")
+        parameters, pos = _read_counterparts(buf, pos, decode_data_at, "method-invocation-parameters", methods)
         return ActionRequestWithList(methods, parameters, invoke), pos
     block, pos = _read_block(buf, pos)
     return ActionRequestWithListAndFirstPblock(methods, block, invoke), pos

@@ -17,6 +17,7 @@ from decimal import Decimal
 
 from gateway.codecs.dlms.axdr import Data, DataType, to_decimal
 from gateway.codecs.dlms.errors import DLMSError
+from gateway.model import EXACT
 
 #: code -> (symbol, quantity). Blue Book 4.3.2 (unit enumeration of class 3), with the
 #: imperial and US customary units (128..174) added in later editions.
@@ -184,4 +185,4 @@ class ScalerUnit:
 
     def apply(self, value: Data) -> Decimal:
         """The exact value ``value × 10^scaler`` (integers, BCD and reals alike)."""
-        return to_decimal(value).scaleb(self.scaler)
+        return to_decimal(value).scaleb(self.scaler, EXACT)

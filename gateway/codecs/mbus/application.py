@@ -34,7 +34,7 @@ from gateway.codecs.mbus import link, tables
 from gateway.codecs.mbus.datatypes import decode_bcd, decode_int
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.records import DataRecord, RecordBlock, decode_records, encode_record
-from gateway.model import value_text
+from gateway.model import EXACT, value_text
 
 CI_APPLICATION_RESET = 0x50
 CI_DATA_SEND = 0x51
@@ -325,7 +325,7 @@ def _counter(function: str, unit_code: int, first_unit: int | None, raw: bytes, 
     if mantissa is None:
         return FixedRecord(function, entry.quantity, entry.unit, None, unit_code, raw, offset, modifiers,
                            f"BCD digits are not decimal: {field[::-1].hex().upper()}")
-    value = Decimal(mantissa).scaleb(entry.scaler)
+    value = Decimal(mantissa).scaleb(entry.scaler, EXACT)
     return FixedRecord(function, entry.quantity, entry.unit, value, unit_code, raw, offset, modifiers)
 
 

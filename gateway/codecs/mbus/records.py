@@ -27,13 +27,13 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from decimal import Context, Decimal
+from decimal import Decimal
 
 from gateway.codecs.mbus import datatypes, tables
 from gateway.codecs.mbus.errors import MBusFrameError
+from gateway.model import EXACT as _EXACT
 from gateway.model import Value
 
-_EXACT = Context(prec=80)
 _ONE = Decimal(1)
 _PLAIN_TEXT = tables.VIF_PLAIN_TEXT
 _DATE_KINDS = (tables.DATE, tables.DATETIME)
@@ -270,15 +270,10 @@ def _parse(data: bytes, base: int, msb_first: bool) -> RecordBlock:
             )
         decoder = layout.decoder
         if decoder == _INT:
-            value = int.from_bytes(data[pos:data_end], "little", signed=True) * layout.scale
-            if layout.offset_value is not None:
-                value += layout.offset_value
+            value = _scaled(int.from_bytes(data[pos:data_end], "little", signed=True), layout)
             append(_new_record(layout, data[start:data_end], base + start, value))
         elif decoder == _BCD and (digits := data[pos:data_end][::-1].hex()).isdigit() and not msb_first:
-            value = int(digits) * layout.scale
-            if layout.offset_value is not None:
-                value += layout.offset_value
-            append(_new_record(layout, data[start:data_end], base + start, value))
+            append(_new_record(layout, data[start:data_end], base + start, _scaled(int(digits), layout)))
         else:
             append(_decoded(layout, data[start:data_end], base + start, data[pos:data_end], msb_first))
         pos = data_end
@@ -397,7 +392,8 @@ def _decoded(layout: RecordLayout, raw: bytes, offset: int, field: bytes, msb_fi
 
 
 def _scaled(mantissa: int | Decimal, layout: RecordLayout) -> Decimal:
-    value = _EXACT.multiply(Decimal(mantissa), layout.scale)
+    """``mantissa × scale + offset`` in the exact context (never the default 28 digits)."""
+    value = _EXACT.multiply(mantissa, layout.scale)
     if layout.offset_value is not None:
         value = _EXACT.add(value, layout.offset_value)
     return value

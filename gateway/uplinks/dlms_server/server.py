@@ -47,6 +47,10 @@ MAX_INCOMING = 64 * 1024
 #: The public client reads: no SET or ACTION, so no blocks of them either.
 PUBLIC_CONFORMANCE = conformance("attribute0-supported-with-get", "block-transfer-with-get-or-read",
                                  "multiple-references", "get", "selective-access")
+#: A connection that fails unexpectedly is logged (WARNING, one line) at most this often;
+#: the others are counted (``connections_failed``) and summed up in the next line. Any
+#: client can open connections: it must not be able to fill the log.
+FAILURE_LOG_INTERVAL_S = 60.0
 
 
 @dataclass
@@ -63,6 +67,7 @@ class ServerStats:
     malformed: int = 0
     refused: int = 0
     ignored: int = 0
+    connections_failed: int = 0
 
 
 class DlmsServer:
@@ -94,6 +99,8 @@ class DlmsServer:
         self._services: Services | None = None
         self._devices: dict[int, LogicalDevice] = {}
         self._sessions: dict[asyncio.Task[Any], Session] = {}
+        self._failure_logged_at: float | None = None
+        self._failures_unlogged = 0
 
     # --- what sessions use ------------------------------------------------------------------
 
@@ -188,10 +195,22 @@ class DlmsServer:
         self.stats.connections += 1
         try:
             await session.serve()
-        except Exception:  # noqa: BLE001 - one broken connection must not take the server down
-            log.exception("DLMS server %s: a connection failed", self.name)
+        except Exception as exc:  # noqa: BLE001 - one broken connection must not take the server down
+            self._connection_failed(exc)
         finally:
             del self._sessions[task]
+
+    def _connection_failed(self, exc: Exception) -> None:
+        """Count it; log it in one line, rate-limited (the traceback at DEBUG)."""
+        self.stats.connections_failed += 1
+        now = asyncio.get_running_loop().time()
+        log.debug("DLMS server %s: a connection failed", self.name, exc_info=exc)
+        if self._failure_logged_at is not None and now - self._failure_logged_at < FAILURE_LOG_INTERVAL_S:
+            self._failures_unlogged += 1
+            return
+        more = f" ({self._failures_unlogged} more since the last report)" if self._failures_unlogged else ""
+        self._failure_logged_at, self._failures_unlogged = now, 0
+        log.warning("DLMS server %s: a connection failed: %s: %s%s", self.name, type(exc).__name__, exc, more)
 
     async def _close_sessions(self) -> None:
         """Close every connection (each session then ends on its own; asyncio does not like

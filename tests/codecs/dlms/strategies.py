@@ -30,6 +30,15 @@ def _opt(strategy):
     return st.none() | strategy
 
 
+def _not_utf8(raw: bytes) -> bool:
+    """Bytes a utf8-string decodes to raw bytes (kept as such, not as text)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
 def _int_range(fmt: str) -> tuple[int, int]:
     bits = struct.calcsize(fmt) * 8
     if fmt[-1].islower():
@@ -58,7 +67,7 @@ _VALUES = {
     DataType.BIT_STRING: bit_strings,
     DataType.OCTET_STRING: st.binary(max_size=300),
     DataType.VISIBLE_STRING: st.text(st.characters(max_codepoint=255), max_size=40),
-    DataType.UTF8_STRING: st.text(max_size=40),
+    DataType.UTF8_STRING: st.text(max_size=40) | st.binary(max_size=40).filter(_not_utf8),
     DataType.FLOAT32: st.floats(width=32),
     DataType.FLOAT64: st.floats(),
     DataType.DATE_TIME: date_times,
@@ -135,6 +144,12 @@ get_data_results = data_values | access_results
 blocks = st.builds(sv.DataBlock, st.booleans(), u32, st.binary(max_size=200))
 small_lists = dict(max_size=4)
 
+def _paired(build, descriptors):
+    """A with-list request: one value per descriptor."""
+    pairs = st.lists(st.tuples(descriptors, data_values), **small_lists)
+    return st.builds(lambda p, invoke: build(tuple(d for d, _ in p), tuple(v for _, v in p), invoke), pairs, invokes)
+
+
 service_apdus = st.one_of(
     st.builds(sv.GetRequestNormal, attributes, accesses, invokes),
     st.builds(sv.GetRequestNext, u32, invokes),
@@ -145,8 +160,7 @@ service_apdus = st.one_of(
     st.builds(sv.SetRequestNormal, attributes, data_values, accesses, invokes),
     st.builds(sv.SetRequestWithFirstDatablock, attributes, blocks, accesses, invokes),
     st.builds(sv.SetRequestWithDatablock, blocks, invokes),
-    st.builds(sv.SetRequestWithList, st.lists(with_selection, **small_lists).map(tuple),
-              st.lists(data_values, **small_lists).map(tuple), invokes),
+    _paired(sv.SetRequestWithList, with_selection),
     st.builds(sv.SetRequestWithListAndFirstDatablock, st.lists(with_selection, **small_lists).map(tuple), blocks,
               invokes),
     st.builds(sv.SetResponseNormal, access_results, invokes),
@@ -156,8 +170,7 @@ service_apdus = st.one_of(
     st.builds(sv.SetResponseWithList, st.lists(access_results, **small_lists).map(tuple), invokes),
     st.builds(sv.ActionRequestNormal, methods, _opt(data_values), invokes),
     st.builds(sv.ActionRequestNextPblock, u32, invokes),
-    st.builds(sv.ActionRequestWithList, st.lists(methods, **small_lists).map(tuple),
-              st.lists(data_values, **small_lists).map(tuple), invokes),
+    _paired(sv.ActionRequestWithList, methods),
     st.builds(sv.ActionRequestWithFirstPblock, methods, blocks, invokes),
     st.builds(sv.ActionRequestWithListAndFirstPblock, st.lists(methods, **small_lists).map(tuple), blocks, invokes),
     st.builds(sv.ActionRequestWithPblock, blocks, invokes),

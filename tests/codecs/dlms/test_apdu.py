@@ -114,6 +114,9 @@ def test_standard_apdus_not_modelled_are_kept_as_bytes():
         ("DB0201020330000000", "ciphered-content", 4),
         ("010000000006", "conformance", 5),
         ("0100000006600000000000000000", "conformance", 5),  # not 5F1F0400
+        # SET-with-list: two attribute descriptors, one value; ACTION-with-list: two methods, one parameter.
+        ("C104C102" + "0001" "0000280000FF" "0200" * 1 + "0001" "0000280000FF" "0200" + "011100", "value-list", 24),
+        ("C303C102" + ("0009" "00000A0000FF" "01") * 2 + "011100", "method-invocation-parameters", 22),
     ],
 )
 def test_malformed_apdus_are_refused_with_field_and_offset(hexed, field, offset):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import struct
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 from hypothesis import given, settings
@@ -151,6 +151,12 @@ def test_integers_stay_integers_and_scale_exactly():
         to_decimal(Data(D.OCTET_STRING, b""))
 
 
+def test_scaling_is_exact_whatever_the_callers_decimal_context():
+    with localcontext(prec=6):
+        assert ScalerUnit(-3, 30).apply(Data(D.LONG64_UNSIGNED, (1 << 64) - 1)) == Decimal("18446744073709551.615")
+        assert ScalerUnit(5, 30).apply(Data(D.FLOAT64, 1.2345678901234567)) == Decimal("123456.78901234567")
+
+
 def test_scaler_unit_that_is_not_integer_and_enum_is_refused():
     with pytest.raises(DLMSError, match="scaler_unit"):
         ScalerUnit.from_data(Data(D.STRUCTURE, (Data(D.UNSIGNED, 1), Data(D.ENUM, 30))))
@@ -220,9 +226,28 @@ def test_data_nested_deeper_than_the_limit_is_refused_not_crashed():
     assert decode_data(b"\x01\x01" * 60 + b"\x00").to_bytes() == b"\x01\x01" * 60 + b"\x00"
 
 
-def test_invalid_utf8_is_kept_and_reencoded_byte_for_byte():
+def test_invalid_utf8_is_kept_as_raw_bytes_and_reencoded_byte_for_byte():
     raw = bytes.fromhex("0C02C328")
+    assert decode_data(raw) == Data(D.UTF8_STRING, b"\xc3(")
     assert decode_data(raw).to_bytes() == raw
+
+
+def test_invalid_utf8_in_one_element_leaves_the_other_elements_decoded():
+    # A structure of a visible-string, a bad utf8-string ("A", 0xFF, "B") and a long-unsigned.
+    raw = bytes.fromhex("0203" "0A024142" "0C0341FF42" "120102")
+    data = decode_data(raw)
+    assert data.value == (Data(D.VISIBLE_STRING, "AB"), Data(D.UTF8_STRING, b"A\xffB"), Data(D.LONG_UNSIGNED, 258))
+    assert data.to_bytes() == raw
+
+
+@given(st.binary(max_size=40))
+def test_no_decoded_text_holds_a_lone_surrogate(payload):
+    for tag in (D.UTF8_STRING, D.VISIBLE_STRING):
+        value = decode_data(bytes((tag, len(payload))) + payload).value
+        if isinstance(value, str):
+            value.encode("utf-8")  # raises on a lone surrogate
+        else:
+            assert tag is D.UTF8_STRING and value == payload
 
 
 def test_values_that_do_not_fit_their_type_cannot_be_encoded():

@@ -34,8 +34,10 @@ from gateway.codecs.dlms.server import (
 )
 from gateway.codecs.dlms.services import (
     ActionRequestNormal,
+    ActionRequestWithList,
     ActionResult,
     AttributeDescriptor,
+    AttributeWithSelection,
     DataAccessResult,
     DataBlock,
     GetRequestNext,
@@ -43,8 +45,10 @@ from gateway.codecs.dlms.services import (
     GetRequestWithList,
     GetResponseNormal,
     MethodDescriptor,
+    SelectiveAccess,
     SetRequestNormal,
     SetRequestWithFirstDatablock,
+    SetRequestWithList,
 )
 from gateway.codecs.dlms.xdlms import ExceptionResponse, conformance
 
@@ -289,6 +293,29 @@ def test_without_block_transfer_a_long_streamed_answer_is_other_reason():
     server.receive_apdu(client.send_get(BUFFER))
     reply = server.answer_get_block(LONG.to_bytes()[: server.block_room], False)
     assert client.receive_apdu(reply).result == DataAccessResult(250)
+
+
+@pytest.mark.parametrize(
+    "request_apdu, missing",
+    [
+        (SetRequestNormal(ENERGY, Data(DataType.NULL_DATA)), "set"),
+        (SetRequestWithList((AttributeWithSelection(ENERGY),), (Data(DataType.NULL_DATA),)), "set"),
+        (SetRequestWithFirstDatablock(ENERGY, DataBlock(False, 1, b"\x00")), "set"),
+        (ActionRequestNormal(ECHO), "action"),
+        (ActionRequestWithList((ECHO,), (Data(DataType.NULL_DATA),)), "action"),
+        (GetRequestWithList((AttributeWithSelection(ENERGY),)), "multiple-references"),
+        (GetRequestNormal(BUFFER, SelectiveAccess(2, Data(DataType.NULL_DATA))), "selective-access"),
+    ],
+)
+def test_a_service_the_association_did_not_negotiate_is_refused_and_the_association_goes_on(request_apdu, missing):
+    client, server, app = pair(ClientSettings(), ServerSettings(conformance=conformance(
+        "get", "block-transfer-with-get-or-read", "block-transfer-with-set-or-write")))
+    run(client, server, app, client.send_aarq())
+    with pytest.raises(DLMSStateError, match=f"needs .*{missing}.*which this association did not negotiate") as info:
+        server.receive_apdu(request_apdu.to_bytes())
+    assert decode_apdu(server.refuse(info.value)) == ExceptionResponse(1, 1)  # service not allowed
+    assert app.requests == [] and server.state is ServerState.READY
+    assert run(client, server, app, client.send_get(ENERGY)).result == Data(DataType.DOUBLE_LONG_UNSIGNED, 42)
 
 
 def test_blocks_of_a_set_are_refused_without_block_transfer_or_beyond_the_bound():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 
@@ -108,6 +108,13 @@ def test_captured_frames_reencode_to_the_same_user_data(path):
     assert response.to_user_data() == expected
     for record in response.records:
         assert encode_record(record) == record.raw
+
+
+def test_captured_frames_decode_to_the_same_values_whatever_the_callers_decimal_context():
+    frames = [frame_bytes(path) for path in TEST_FRAMES]
+    expected = [response_to_json(decode_response(raw).response) for raw in frames]
+    with localcontext(prec=3):
+        assert [response_to_json(decode_response(raw).response) for raw in frames] == expected
 
 
 @pytest.mark.parametrize("path", VARIABLE_FRAMES, ids=lambda p: p.stem)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.codecs.mbus import datatypes, tables
 from gateway.codecs.mbus.errors import MBusFrameError
@@ -205,6 +207,23 @@ def test_manufacturer_specific_vif_keeps_its_vifes_raw():
 def test_combinable_vifes_qualify_or_rescale_the_value(vifes, modifiers, value):
     record = one(f"01 93 {vifes} 01")  # 1 × 10^-3 m^3 with VIFEs
     assert record.modifiers == modifiers and record.value == value and record.quantity == "Volume"
+
+
+#: VIF 87 (energy, 10^4 Wh, extended), nine VIFEs F7 (×10 each) and VIFE 78 (+10^-3 Wh).
+LONG_CHAIN = "87" + " F7" * 9 + " 78"
+
+
+def test_a_long_vife_chain_of_factors_and_a_correction_keeps_every_digit():
+    # (2^63 − 1) × 10^13 + 0.001: 35 significant digits, more than the default context's 28.
+    assert one(f"07 {LONG_CHAIN} FF FF FF FF FF FF FF 7F").value == Decimal("92233720368547758070000000000000.001")
+    assert one(f"0E {LONG_CHAIN} 99 99 99 99 99 99").value == Decimal("9999999999990000000000000.001")
+
+
+@given(st.integers(-(1 << 63), (1 << 63) - 1), st.integers(1, 28))
+def test_integer_values_are_exact_whatever_the_callers_decimal_context(mantissa, precision):
+    with localcontext(prec=precision):
+        value = one(f"07 {LONG_CHAIN} " + mantissa.to_bytes(8, "little", signed=True).hex()).value
+    assert value == Decimal(f"{mantissa * 10**16 + 1}E-3")  # built from text: exact
 
 
 def test_too_many_vifes_and_difes_are_rejected():

@@ -5,12 +5,20 @@ blocks, the access rules and their result codes, SET and ACTION, restarts and co
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 
-from gateway.codecs.dlms.association import Associated, AssociationRejected, ClientSettings, GetListResult
+from gateway.codecs.dlms.apdu import decode_apdu
+from gateway.codecs.dlms.association import (
+    Associated,
+    AssociationRejected,
+    ClientSettings,
+    GetListResult,
+    RequestFailed,
+)
 from gateway.codecs.dlms.axdr import Data, DataType, structure
 from gateway.codecs.dlms.dates import CosemDateTime
 from gateway.codecs.dlms.obis import Obis
@@ -23,9 +31,12 @@ from gateway.codecs.dlms.services import (
     SelectiveAccess,
 )
 from gateway.codecs.dlms.units import ScalerUnit
+from gateway.codecs.dlms.xdlms import ExceptionResponse
 from gateway.config import StoreSection
 from gateway.model import Reading
 from gateway.store import Store
+from gateway.uplinks.dlms_server import server as server_module
+from gateway.uplinks.dlms_server.session import Session
 from tests.uplinks.conftest import eventually
 from tests.uplinks.dlms_server.conftest import (
     CLOCK,
@@ -166,8 +177,11 @@ async def test_the_public_client_reads_names_and_saps_and_is_denied_the_rest(sto
             listed = (await public.get(AttributeDescriptor(15, Obis(0, 0, 40, 0, 0), 2))).to_python()
             assert sorted(entry[2] for entry in listed) == sorted(
                 o.to_bytes() for o in (Obis(0, 0, 40, 0, 0), Obis(0, 0, 42, 0, 0), Obis(0, 0, 41, 0, 0)))
+            # The public association has no SET (nor ACTION): refused, and the association goes on.
             result = await public.run(public.association.send_set(NAME, Data(DataType.OCTET_STRING, b"x")))
-            assert result.result == DataAccessResult(3)
+            assert result == RequestFailed(ExceptionResponse(1, 1))
+            assert (await public.get(NAME)).value == b"demogw1"
+            assert server.stats.refused == 1
         async with Client(server.port, HEAT_SAP, PUBLIC) as public:
             await public.associate()
             assert (await public.get(NAME)).value == b"KAM123456781b04"
@@ -302,3 +316,42 @@ async def test_an_idle_connection_is_closed_and_shutdown_closes_the_rest(store) 
     assert await client.reader.read() == b""
     await client.__aexit__()
     assert server.status()["open_connections"] == 0
+
+
+async def test_a_with_list_request_whose_counts_differ_is_refused_as_malformed_and_logs_no_error(store, caplog) -> None:
+    descriptor = bytes.fromhex("0001" "0000280000FF" "02" "00")  # the logical device name, no selection
+    set_with_list = bytes.fromhex("C104C1") + b"\x02" + descriptor * 2 + b"\x01" + bytes.fromhex("1100")
+    async with serving(store) as server:
+        for _ in range(2):
+            async with Client(server.port, MANAGEMENT, PUBLIC) as public:
+                await public.associate()
+                assert decode_apdu(await public.exchange(set_with_list)) == ExceptionResponse(1, 3)  # other reason
+                assert (await public.get(NAME)).value == b"demogw1"  # the connection goes on
+        assert server.stats.malformed == 2 and server.stats.connections_failed == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_an_unexpected_connection_failure_is_one_warning_line_and_repeats_are_counted(
+        store, caplog, monkeypatch) -> None:
+    async def broken(self) -> None:
+        self.stop()
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Session, "serve", broken)
+    caplog.set_level(logging.WARNING, logger="gateway.uplinks.dlms_server")
+    async with serving(store) as server:
+        for _ in range(3):
+            async with Client(server.port) as client:
+                with pytest.raises((ConnectionError, TimeoutError)):
+                    await client.associate()
+        await eventually(lambda: server.stats.connections_failed == 3)
+        monkeypatch.setattr(server_module, "FAILURE_LOG_INTERVAL_S", 0.0)  # the interval is over
+        async with Client(server.port) as client:
+            with pytest.raises((ConnectionError, TimeoutError)):
+                await client.associate()
+        await eventually(lambda: server.stats.connections_failed == 4)
+    lines = [r for r in caplog.records if r.name == "gateway.uplinks.dlms_server.server"]
+    assert [(r.levelno, r.exc_info) for r in lines] == [(logging.WARNING, None)] * 2
+    assert [r.getMessage() for r in lines] == [
+        "DLMS server dlms: a connection failed: RuntimeError: boom",
+        "DLMS server dlms: a connection failed: RuntimeError: boom (2 more since the last report)"]
