@@ -8,23 +8,28 @@ uplinks (bounded) → close the store.
 
 Reconfiguration happens in the running process, under the same TaskGroup
 (:meth:`Gateway.apply`): the new configuration is validated, everything it needs that is
-new is built first (collectors of changed buses, uplinks with changed settings, a store at
-a new path, a signing key at a new path) — a failure there changes nothing — then the
+new is built first (collectors of changed buses, uplinks with changed settings, a signing
+key at a new path) — a failure there changes nothing — then the
 changed parts are stopped and the new ones started, and the new buses must open within
 ``apply_grace_s``. If one does not, the previous configuration is switched back the same
 way. Parts that did not change keep running untouched (and keep their counters).
+Retention and durability settings of ``[store]`` apply to the open store; ``store.path``
+and ``gateway.state_dir`` cannot change while the gateway runs (every collector, uplink and
+the DLMS invocation counters hold the open store): a configuration that changes them is
+refused, and takes effect with a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +60,9 @@ COLLECTORS = {
 }
 
 STATUS_FILE = "status.json"
+#: In the state directory: the high-water marks of the store's counters (DLMS invocation
+#: counters), see :mod:`gateway.store`.
+HIGH_WATER_FILE = "counters.high-water"
 #: Events kept in memory while the store cannot take them (a broken store; a full disk
 #: makes the writer wait instead).
 MAX_UNWRITTEN_EVENTS = 10_000
@@ -90,16 +98,16 @@ class StoreSink:
         self.tag = tag
         self.waiting_for_space = False
 
-    async def commit(self, records: Sequence[Record]) -> list[int]:
-        """Store ``records`` (tagged); their sequence numbers, in order."""
-        if not records:
+    async def commit(self, records: Sequence[Record], *, state: Mapping[str, str] | None = None) -> list[int]:
+        """Store ``records`` (tagged) and ``state`` in one transaction; the records' sequence numbers."""
+        if not records and not state:
             return []
         count = len(records)  # the tagger keeps them in order and adds its events after them
-        if self.tag is not None:
+        if self.tag is not None and records:
             records = await self.tag(records)
         while True:
             try:
-                seqs = await self.store.append(records)
+                seqs = await self.store.append(records, state=state)
                 break
             except StoreFullError:
                 if not self.waiting_for_space:
@@ -206,6 +214,7 @@ class Gateway:
         self._status_failing = False
         #: Events taken from the queue but not yet committed (kept across a writer restart).
         self._unwritten: list[Event] = []
+        self.relay: Any = None
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -224,11 +233,15 @@ class Gateway:
             await self.lifecycle.start()
             self.sink = sink = StoreSink(store, self.listeners, tag=self.lifecycle.tagger.tag)
             self.collectors = [self._hooked(c) for c in build_collectors(config, sink, state=store)]
+            self.relay = self._operations_relay()
             self.uplinks = [self._uplink(uplink, store, self.key) for uplink in uplink_configs(config)]
             self._fingerprints = {
                 **{f"bus {bus.name}": collector_fingerprint(config, bus) for bus in config.buses},
                 **{f"uplink {u.name}": uplink_fingerprint(config, u) for u in uplink_configs(config)}}
             await sink.commit(await self._start_events(store))
+            # Everything built so far lives as long as the gateway: keep it out of the
+            # collector's full passes, whose 10-20 ms pauses would stall serial timing.
+            gc.freeze()
             try:
                 await self._supervise_all(store, stop)
             except Exception as exc:
@@ -281,7 +294,8 @@ class Gateway:
             # them fail and restart alone, never the whole gateway (DESIGN.md).
             helpers = {"helper housekeeping": self._housekeeping, "helper events": self._write_events,
                        "helper watchdog": lambda: self.notifier.watchdog(self.store_answers),
-                       "helper control": self._serve_control, "helper reload": self._reload_on_request}
+                       "helper control": self._serve_control, "helper reload": self._reload_on_request,
+                       "helper operations": self.relay.run}
             if self.lifecycle is not None:
                 helpers["helper lifecycle"] = self.lifecycle.run
             for name, factory in helpers.items():
@@ -296,9 +310,10 @@ class Gateway:
             async with self._apply_lock:  # no reconfiguration while stopping
                 await self._stop_collectors(self.collectors)
                 await self._flush_events()
+                # the stop event and the clean-stop mark together: a crash cannot split them
                 await self.store.append([make_event("gateway.stop", f"gateway stopped ({self.stop_reason})",
-                                                    source="gateway", details={"reason": self.stop_reason})])
-                await self.store.set_state("gateway.running", "0")
+                                                    source="gateway", details={"reason": self.stop_reason})],
+                                        state={"gateway.running": "0"})
                 await self._drain(self.store, self.timing.drain_uplinks_s)
                 self._stop_metrics()
                 rest = [*(self._tasks.pop(f"uplink {u.name}") for u in self.uplinks if f"uplink {u.name}" in self._tasks),
@@ -473,6 +488,7 @@ class Gateway:
             "store": store_stats,
             "buses": {c.name: c.status() for c in self.collectors},
             "uplinks": {u.name: u.status() for u in self.uplinks if hasattr(u, "status")},
+            "operations": self.relay.status() if self.relay is not None else None,
             "children": {name: {"restarts": s.restarts, "last_error": s.last_error, "running": s.running}
                          for name, s in self.children.items()},
         }
@@ -525,6 +541,7 @@ class Gateway:
         return self._dlms_server(uplink_config, store)
 
     def _mqtt_uplink(self, uplink_config: Any, store: Any, key: Any) -> Any:
+        from gateway.operations.commands import mqtt_commands
         from gateway.uplinks.mqtt import MqttPublisher
 
         return MqttPublisher(
@@ -535,13 +552,23 @@ class Gateway:
             status=self.status,
             on_demand_read=self.read_now,
             on_connection=self._uplink_connection(uplink_config.name, f"{uplink_config.host}:{uplink_config.port}"),
-            commands={"config": self._remote_config_command(uplink_config), **self._remote_device_commands(uplink_config)},
+            commands={"config": self._remote_config_command(uplink_config),
+                      **self._remote_device_commands(uplink_config),
+                      **mqtt_commands(self.relay, uplink_config.name)},
         )
 
     def _dlms_server(self, server_config: Any, store: Any) -> Any:
         from gateway.uplinks.dlms_server import DlmsServer
 
-        return DlmsServer(server_config, gateway_id=self.config.gateway.id, store=store)
+        return DlmsServer(server_config, gateway_id=self.config.gateway.id, store=store, relay=self.relay)
+
+    def _operations_relay(self) -> Any:
+        """HES operations on meters (gateway/operations): settings, store and lines as they
+        are now, after any reconfiguration."""
+        from gateway.operations import OperationRelay
+
+        return OperationRelay(lambda: self.config.operations, lambda: self.store, lambda: self.collectors,
+                              state_dir=self.config.state_dir, tz=ZoneInfo(self.config.gateway.timezone))
 
     def _remote_config_command(self, uplink_config: Any) -> Callable[[dict[str, Any]], Awaitable[Any]]:
         from gateway.uplinks.commands import CommandError
@@ -644,9 +671,11 @@ class Gateway:
             try:
                 meters = await asyncio.to_thread(self.versions.registry_meters)
                 new = effective_config(text, meters, source)
-                if new.state_dir != old.state_dir:
-                    raise ConfigError([f"{source}: gateway.state_dir: cannot change while the gateway runs "
-                                       f"({old.state_dir}); change it with a restart"])
+                for name, before, after in (("gateway.state_dir", old.state_dir, new.state_dir),
+                                            ("store.path", old.store_path, new.store_path)):
+                    if after != before:
+                        raise ConfigError([f"{source}: {name}: cannot change while the gateway runs ({before}); "
+                                           "change it with a restart"])
             except ConfigError as exc:
                 self.emit(make_event("config.rejected", f"configuration from {source} refused: {exc.problems[0]}",
                                      source="gateway", details={"source": source, "problems": "; ".join(exc.problems)}))
@@ -681,39 +710,31 @@ class Gateway:
         or went, start what is new, and (``check``) wait for the new buses to open."""
         old = self.config
         assert self.sink is not None
-        # 1. build everything new; nothing running is touched yet
-        new_store = None
+        # 1. build everything new; nothing running is touched yet (the store stays: its path
+        # cannot change while running, see apply)
         try:
-            if (new.store_path, new.store) != (old.store_path, old.store):
-                new_store = await _open_store(new)
             key = self.key if new.signing_key_path == old.signing_key_path else await self._load_key(new)
             wanted = {**{f"bus {b.name}": collector_fingerprint(new, b) for b in new.buses},
                       **{f"uplink {u.name}": uplink_fingerprint(new, u) for u in uplink_configs(new)}}
             changed = {name for name, print_ in wanted.items() if self._fingerprints.get(name) != print_}
-            sink_store = new_store or self.store
             built_buses = {f"bus {b.name}": b for b in new.buses if f"bus {b.name}" in changed}
             self.config = new  # the uplinks' status and topics follow the new configuration
-            new_collectors = [self._hooked(build_collector(new, bus, self.sink, sink_store))
+            new_collectors = [self._hooked(build_collector(new, bus, self.sink, self.store))
                               for bus in built_buses.values()]
             new_uplinks = []
             for uplink in uplink_configs(new):
                 if f"uplink {uplink.name}" in changed:
                     await asyncio.to_thread(_check_uplink, uplink)
-                    new_uplinks.append(self._uplink(uplink, sink_store, key))
+                    new_uplinks.append(self._uplink(uplink, self.store, key))
         except (GatewayError, OSError, ValueError) as exc:
             self.config = old
-            if new_store is not None:
-                await _close_store(new_store)
             raise ApplyFailed(f"cannot build it: {exc}", touched=False) from None
         # 2. stop what changed or went
         gone = [name for name in self._fingerprints if name not in wanted or name in changed]
         await self._stop_collectors([c for c in self.collectors if f"bus {c.name}" in gone])
         await self._cancel([name for name in gone if name.startswith("uplink ")])
-        if new_store is not None:
-            old_store, self.store, self.sink.store = self.store, new_store, new_store
-            if self.lifecycle is not None:
-                self.lifecycle.tagger.state = new_store
-            await _close_store(old_store)
+        if new.store != old.store:
+            await self.store.reconfigure(new.store)  # retention and durability, on the open store
         # 3. start what is new
         self.key = key
         self.collectors = [c for c in self.collectors if f"bus {c.name}" not in gone] + new_collectors
@@ -771,6 +792,7 @@ class Gateway:
 
     async def _serve_control(self) -> None:
         from gateway.control import serve
+        from gateway.operations.commands import control_commands
         from gateway.uplinks.commands import CommandRouter
 
         async def config(args: dict[str, Any]) -> Any:
@@ -798,7 +820,7 @@ class Gateway:
         devices = {} if self.lifecycle is None else device_commands(self.lifecycle,
                                                                     lambda args: str(args.get("actor", "local")))
         router = CommandRouter({"config": config, "reload": reload, "keys.rotate": rotate, "audit": audit,
-                                "status": status, **devices}, timeout_s=600)
+                                "status": status, **devices, **control_commands(self.relay)}, timeout_s=600)
         try:
             async with serve(self.config.state_dir, router):
                 await asyncio.Event().wait()
@@ -809,7 +831,9 @@ class Gateway:
 async def _open_store(config: GatewayConfig) -> Any:
     from gateway.store import Store
 
-    store = Store(config.store_path, config.store)
+    # The counters' high-water marks live in the state directory, beside no particular
+    # store file: a store at a new path (after a restart) still goes on above them.
+    store = Store(config.store_path, config.store, high_water_file=config.state_dir / HIGH_WATER_FILE)
     await store.__aenter__()
     return store
 

@@ -606,6 +606,17 @@ def derived_system_title(gateway_id: str) -> bytes:
     return b"GWY" + hashlib.sha256(gateway_id.encode("utf-8")).digest()[:5]
 
 
+def server_system_title(server: DlmsUplink, gateway_id: str) -> bytes:
+    """A DLMS server's system title: its ``system_title``, else ``GWY`` and 5 bytes of the
+    SHA-256 of the gateway id and ``/dlms-server`` (Green Book 4.3.4: three manufacturer
+    letters and a serial; set it in production). The default differs from the client title
+    (:func:`derived_system_title`), and check-config refuses a server title that a meter's
+    client title equals: a title sends under keys of its own (one IV namespace)."""
+    if server.system_title:
+        return bytes.fromhex(server.system_title)
+    return b"GWY" + hashlib.sha256(f"{gateway_id}/dlms-server".encode()).digest()[:5]
+
+
 def read_key(reference: str) -> bytes:
     """A 128-bit key from a secret file holding 32 hex digits."""
     text = read_secret(reference)
@@ -785,6 +796,51 @@ class DevicesSection(Model):
                                                            "device's declaration may say otherwise)")
 
 
+#: Operation names a permission may grant (gateway/operations/named.py) and ``cancel``.
+OPERATION_NAMES = ("get", "set", "action", "disconnect", "reconnect", "disconnect-state", "limiter", "calendar",
+                   "clock-set", "message", "firmware", "cancel", "*")
+
+
+class OperationPermission(Model):
+    """What one HES identity may do on which meters (``[[operations.permissions]]``)."""
+
+    identity: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$",
+                          description="an MQTT identity (the topic level after cmd/op/, which the broker's ACL ties "
+                                      "to the client's credentials) or a DLMS/COSEM server's client, SERVER:SAP "
+                                      "(\"dlms:1\": the management client of the server named dlms)")
+    operations: list[str] = Field(description="operation names (get, set, action, disconnect, reconnect, "
+                                              "disconnect-state, limiter, calendar, clock-set, message, firmware), "
+                                              "cancel (others' operations), or \"*\"; get/set/action also cover "
+                                              "every named operation made of those requests")
+    meters: list[str] = Field(default_factory=lambda: ["*"],
+                              description="meter names or device ids, shell patterns allowed (\"hall-*\")")
+
+    @field_validator("operations")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in OPERATION_NAMES]
+        if unknown:
+            raise ValueError(f"unknown operation {unknown[0]!r} (one of {', '.join(OPERATION_NAMES)})")
+        return value
+
+
+class OperationsSection(Model):
+    """The operations relay: HES operations (GET/SET/ACTION, disconnect, tariffs, firmware)
+    carried to DLMS meters, queued while a meter is unreachable."""
+
+    retry_s: float = Field(60, gt=0, le=86400, description="how soon an unreachable meter is tried again")
+    default_deadline_s: float = Field(86400, gt=0, description="deadline of an operation submitted without one")
+    max_deadline_s: float = Field(30 * 86400, gt=0, description="the latest deadline an operation may ask for")
+    dlms_wait_s: float = Field(20, gt=0, le=600, description="how long the DLMS/COSEM server waits for the meter's "
+                                                             "answer to an HES's SET/ACTION passed through")
+    dlms_queue: bool = Field(False, description="an HES's SET/ACTION for an unreachable meter stays queued (until "
+                                                "default_deadline_s) after the server answered temporary-failure")
+    max_image_bytes: int = Field(16 << 20, gt=0, le=1 << 30, description="largest firmware image the gateway takes")
+    poll_s: float = Field(1.0, gt=0, le=60, description="image transfer: interval of status polls while a meter "
+                                                        "verifies or activates")
+    permissions: list[OperationPermission] = Field(default_factory=list)
+
+
 class GatewayConfig(Model):
     """The whole configuration. A DLMS meter without ``system_title`` gets the client
     system title derived from the gateway id (:func:`derived_system_title`)."""
@@ -797,6 +853,7 @@ class GatewayConfig(Model):
     meters: list[Meter] = Field(default_factory=list)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     devices: DevicesSection = Field(default_factory=DevicesSection)
+    operations: OperationsSection = Field(default_factory=OperationsSection)
 
     @model_validator(mode="before")
     @classmethod
@@ -939,6 +996,13 @@ def _dlms_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], s
             if (server.host, server.port) in listening:
                 problems.append((("uplinks", "dlms", index, "port"), f"{server.host}:{server.port} is used twice"))
             listening.add((server.host, server.port))
+        title = server_system_title(server, config.gateway.id).hex().upper()
+        clients = [meter.name for meter in config.meters if isinstance(meter, DlmsMeter)
+                   and (meter.system_title or "").upper() == title]
+        if server.enabled and clients:
+            problems.append((("uplinks", "dlms", index, "system_title"),
+                             f"{title} is the client system title of meter {clients[0]!r} too; the server and the "
+                             "gateway as a client need titles of their own (set a different system_title)"))
         if server.push is not None and server.push.security != "none" and server.ek_file is None:
             problems.append((("uplinks", "dlms", index, "push", "security"),
                              "ciphered pushes need the management keys (ek_file, ak_file)"))

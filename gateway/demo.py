@@ -27,6 +27,7 @@ from gateway.model import Event, Reading, Record, value_text
 
 SIMULATED_MBUS = "simulated:mbus"
 SIMULATED_WMBUS = "simulated:wmbus"
+SIMULATED_DLMS = "simulated:dlms"
 #: The demo's keys, all well-known test keys (never real ones): the wireless meters' AES-128
 #: key and the DLMS server's Green Book encryption (000102…0F) and authentication (D0D1…DF) keys.
 DEMO_KEYS = {
@@ -62,7 +63,9 @@ def demo_config(options: DemoOptions, ports: dict[str, str], key_files: dict[str
     data = parse_toml(text, str(source))
     data["gateway"]["state_dir"] = str(options.state_dir)
     for bus in data.get("buses", []):
-        bus["port"] = ports.get(bus.get("port"), bus.get("port"))
+        for where in ("port", "tcp"):
+            if where in bus:
+                bus[where] = ports.get(bus[where], bus[where])
     for meter in data.get("meters", []):
         _fill_key_files(meter, key_files, "key_file")
     servers = data.get("uplinks", {}).get("dlms", [])
@@ -120,6 +123,8 @@ class ReadingPrinter:
 
 
 async def run_demo(options: DemoOptions, out: TextIO, err: TextIO) -> int:
+    from gateway.simulators.dlms import SimulatedDlmsMeter
+    from gateway.simulators.dlms import serving as serve_dlms
     from gateway.simulators.mbus import Pacing, SimulatedBus, SimulatedSlave, serve_pty
     from gateway.simulators.wmbus import ImstDongle, serve_dongle
     from gateway.transports import LineSettings
@@ -129,10 +134,14 @@ async def run_demo(options: DemoOptions, out: TextIO, err: TextIO) -> int:
     printer = ReadingPrinter(out)
     started = time.monotonic()
     async with serve_pty(SimulatedBus(slaves), Pacing(LineSettings(2400))) as wired, \
-            serve_dongle(ImstDongle(), [_water_meter(n) for n in (1, 2)]) as radio:
-        config = demo_config(options, {SIMULATED_MBUS: wired.path, SIMULATED_WMBUS: radio.path}, key_files)
+            serve_dongle(ImstDongle(), [_water_meter(n) for n in (1, 2)]) as radio, \
+            serve_dlms(SimulatedDlmsMeter(name=b"DEMO000000000001")) as electricity:
+        config = demo_config(options, {SIMULATED_MBUS: wired.path, SIMULATED_WMBUS: radio.path,
+                                       SIMULATED_DLMS: electricity.address}, key_files)
         err.write(f"demo: 3 simulated M-Bus heat meters on {wired.path} (2400 baud), 2 encrypted wireless "
                   f"water meters heard by a simulated IMST dongle on {radio.path}; state in {options.state_dir}\n")
+        err.write(f"demo: a simulated DLMS/COSEM electricity meter on {electricity.address}: operate it with "
+                  f"`gateway op submit electricity-1 disconnect --state-dir {options.state_dir}`\n")
         err.write(f"demo: DLMS/COSEM server on 127.0.0.1:{options.dlms_port} (wrapper; management client SAP 1 "
                   "with HLS-GMAC and the Green Book keys, public client SAP 16)\n")
         if options.mqtt_url:

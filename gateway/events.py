@@ -70,6 +70,10 @@ EVENTS: Mapping[str, EventKind] = {
     "meter.event": EventKind(I, "an entry of a meter's own event log; details: meter, event_code, log columns"),
     "meter.action": EventKind(I, "an operation (ACTION) was carried out on a meter; details: meter, obis, method, "
                                  "result"),
+    "operation.result": EventKind(I, "an operation on a meter ended (relay of HES operations); warning unless it "
+                                     "succeeded; details: id, meter, operation, outcome (success, "
+                                     "data-access-result, timeout, expired, unknown, cancelled, refused), identity, "
+                                     "source, results (JSON: each request, its result and data), error, progress"),
     "modbus.exception": EventKind(W, "a Modbus meter refused a read with an exception response (the register "
                                      "map does not fit the meter); once per run of failures; details: meter, unit, "
                                      "request, exception_code, exception"),

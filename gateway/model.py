@@ -121,6 +121,21 @@ class Reading:
             raise ValueError("meter_time must be timezone-aware")
         if isinstance(self.value, float):
             raise TypeError("a reading value is never a float; use Decimal")
+        # Text that UTF-8 cannot carry (lone surrogates, e.g. bytes decoded with
+        # ``surrogateescape``) is refused here, so it never reaches the store or the HES.
+        for text in (self.device, self.quantity, self.value, self.unit, self.obis, self.status):
+            if isinstance(text, str) and not text.isascii():
+                _check_utf8(self, text)
+
+
+def _check_utf8(reading: Reading, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        name = next(name for name in ("device", "quantity", "value", "unit", "obis", "status")
+                    if getattr(reading, name) is text)
+        raise ValueError(f"Reading.{name} is not valid UTF-8 text (character {exc.start}: "
+                         f"{text[exc.start:exc.end]!r})") from None
 
 
 class Severity(str, enum.Enum):

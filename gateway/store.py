@@ -6,7 +6,12 @@ Contract (see DESIGN.md, "Delivery"):
 - :meth:`Store.append` commits a batch of records in one transaction (WAL, ``synchronous``
   per the configuration) and gives every record a gateway-wide sequence number. Sequence
   numbers are never reused: not after drops, not after a restart, not after a corrupt file
-  was quarantined (see "Sequence numbers" below).
+  was quarantined (see "Sequence numbers" below). State values given with the batch
+  (``state=``: how far a profile was read, a meter's last message counter) commit in the
+  same transaction, so a crash keeps both or neither.
+- Text SQLite cannot encode (lone surrogates) or an integer beyond 64 bits is a
+  :class:`StoreError` naming the record (device and quantity, or event code); nothing of
+  the batch is stored.
 - Each uplink keeps its own cursor (:meth:`Store.cursor`, :meth:`Store.advance_cursor`),
   moved only when the far side acknowledged. Records stay after acknowledgement until
   retention removes them, so an HES can ask for a replay from any stored sequence number.
@@ -24,7 +29,10 @@ Contract (see DESIGN.md, "Delivery"):
   of records committed more than ``max_age_days`` ago (by the gateway clock at commit time,
   ``stored_at``; a clock that jumps forward ages records early) and the prefix that makes
   the used pages exceed ``max_bytes`` (down to 90 % of it). Freed pages are reused, so the
-  file stops growing at about ``max_bytes``.
+  file stops growing at about ``max_bytes``. Devices and series no stored record refers to
+  any more are forgotten then too (the newest row of each table stays, so ids are never
+  reused), so transmitters inventing identities cannot grow the store past its bound.
+  :meth:`Store.reconfigure` applies new bounds to the open store.
 
 Durability: ``synchronous=full`` makes every commit survive power loss. With ``normal`` the
 last commits may be lost in a power cut (never in a process crash); so that no record whose
@@ -40,6 +48,17 @@ file ``<store>.seq`` holds a *reservation*: no seq above it has been used. It is
 above the highest seq that can still be read from the corrupt file and above the
 reservation, so numbers are never reused (the HES sees a gap, explained by the event). Only
 if both the store file and its side file are lost does numbering start again at 1.
+
+Counters (:meth:`Store.increment_state`, used for DLMS invocation counter reservations) never
+go back either: every incremented value is also written to a high-water side file
+(``high_water_file``; by default ``<store>.high-water``, the daemon keeps it in its state
+directory so that it survives a change of the store's path), fsync'd and atomically
+replaced *before* the new value is committed, and so before anything below it is handed
+out. On open (a fresh store after a quarantine, a store at a new path, a store that lost its
+last commit) every state value below its mark is raised to it. Other state values (the last
+incoming invocation counters, profile positions) are carried over from a quarantined file
+where they can be read; when they cannot, they start afresh, logged and said in the
+``store.quarantined`` event (``state_readable: no``).
 
 Disk full: SQLite cannot checkpoint a WAL into a database file that must grow when the disk
 is full, and then not even deletions can be written (tried on a 2 MiB tmpfs). So the store
@@ -70,7 +89,7 @@ import math
 import os
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -420,9 +439,12 @@ class _SyncStore:
     """The store as plain blocking calls. Lives on the writer thread: every method runs
     there, one at a time. :class:`Store` is its asynchronous face."""
 
-    def __init__(self, path: Path, config: StoreSection, clock: Callable[[], datetime], read_only: bool) -> None:
+    def __init__(self, path: Path, config: StoreSection, clock: Callable[[], datetime], read_only: bool,
+                 high_water_file: Path | None = None) -> None:
         self.path = path
         self.config = config
+        self.high_water_file = high_water_file or path.with_name(path.name + ".high-water")
+        self._high_water: dict[str, int] = {}  # what the side file holds
         self.clock = clock
         self.read_only = read_only
         self.last_seq = 0
@@ -440,6 +462,7 @@ class _SyncStore:
         self._series_ids: dict[tuple[int, str, str | None, str | None], int] = {}
         self._series: dict[int, tuple[int, str, str | None, str | None]] = {}
         self._tagged: bool | None = None  # whether records has the tag columns (schema 2)
+        self._names_stale = True  # records were dropped since devices and series were last pruned
         self.reserve_bytes = min(8 << 20, max(256 << 10, config.max_bytes // 64))
 
     # files next to the store
@@ -475,6 +498,7 @@ class _SyncStore:
         try:
             with self._errors("opening the store"):
                 self._reserved = self._read_seq_file()
+                self._high_water = self._read_high_water()
                 try:
                     self._open_file()
                 except _Corrupt as exc:
@@ -523,6 +547,7 @@ class _SyncStore:
             if self._meta("schema_version") is None:
                 self._set_meta("schema_version", SCHEMA_VERSION)
             self._take_carry_over()
+            self._merge_high_water()
             self._load()
         except sqlite3.DatabaseError as exc:
             conn.close()
@@ -552,6 +577,21 @@ class _SyncStore:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"{self.path}: the file system does not support SQLite's WAL mode (journal_mode={mode})")
+
+    def reconfigure(self, config: StoreSection) -> None:
+        """New retention bounds and durability for the open store (the path stays)."""
+        self._writable()
+        if Path(config.path or self.path) != self.path:
+            raise StoreError(f"{self.path}: an open store cannot move to {config.path}")
+        with self._errors("applying new store settings"):
+            self.config = config
+            self.reserve_bytes = min(8 << 20, max(256 << 10, config.max_bytes // 64))
+            self._configure(self.conn)
+            if self.reserve_file.exists() and self.reserve_file.stat().st_size != self.reserve_bytes:
+                self._release_reserve()
+                self._ensure_reserve()
+        log.info("store %s: max_bytes %d, max_age_days %g, synchronous %s", self.path, config.max_bytes,
+                 config.max_age_days, config.synchronous)
 
     def _check_schema_version(self) -> None:
         if self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
@@ -654,10 +694,15 @@ class _SyncStore:
             source = Path(str(self.path) + suffix)
             if source.exists():
                 os.replace(source, Path(str(target) + suffix))
-        salvaged_seq, state = _salvage(target)
+        salvaged_seq, state, state_read = _salvage(target)
         carried = max(salvaged_seq, self._reserved)
         self._carry = (carried, state)
         log.error("store %s is corrupt (%s); moved it to %s and started a fresh store at seq %d", self.path, reason, target, carried + 1)
+        if not state_read:
+            log.error("store %s: the durable state of the corrupt file cannot be read: outgoing invocation counters "
+                      "go on above %s, but the last incoming counters and profile positions are lost (an old "
+                      "meter answer replayed now is not refused; profiles are read again from their backfill)",
+                      self.path, self.high_water_file)
         self._pending.append(
             Event(
                 code="store.quarantined",
@@ -672,6 +717,8 @@ class _SyncStore:
                     "reserved_seq": self._reserved,
                     "next_seq": carried + 1,
                     "state_keys_salvaged": len(state),
+                    "state_readable": "yes" if state_read else "no",
+                    "high_water_keys": len(self._high_water),
                 },
             )
         )
@@ -708,6 +755,51 @@ class _SyncStore:
         reserved = through + SEQ_RESERVATION
         _write_durably(self.seq_file, f"{reserved}\n".encode("ascii"))
         self._reserved = reserved
+
+    # -- high-water marks of incremented state (side file) --
+
+    def _read_high_water(self) -> dict[str, int]:
+        try:
+            text = self.high_water_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise StoreError(f"{self.high_water_file}: cannot read the counters' high-water marks: {exc.strerror}") from None
+        try:
+            marks = json.loads(text)
+            return {str(key): int(value) for key, value in marks.items()}
+        except (ValueError, TypeError, AttributeError) as exc:
+            # the state table holds the same values unless it was lost too; the file is
+            # written again, from the state, at the next increment
+            log.error("%s is damaged (%s); the counters go on from the store's state", self.high_water_file, exc)
+            return {}
+
+    def _merge_high_water(self) -> None:
+        """Raise every incremented state value to its mark in the side file (a fresh store
+        after a quarantine, or a store that lost its last commit in a power cut)."""
+        behind = []
+        for key, mark in self._high_water.items():
+            current = self.get_state(key)
+            try:
+                if current is not None and int(current) >= mark:
+                    continue
+            except ValueError:
+                pass
+            behind.append((key, str(mark)))
+        if behind:
+            log.warning("store %s: %d counters raised to their high-water marks in %s", self.path, len(behind),
+                        self.high_water_file)
+            with self._transaction():
+                self.conn.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)", behind)
+
+    def _raise_high_water(self, key: str, value: int) -> None:
+        """Record ``value`` as the mark of ``key`` in the side file, durably, before the
+        value is committed (and so before the caller hands out anything below it)."""
+        if value <= self._high_water.get(key, 0):
+            return
+        marks = {**self._high_water, key: value}
+        _write_durably(self.high_water_file, json.dumps(marks, sort_keys=True, indent=0).encode("utf-8"))
+        self._high_water = marks
 
     # -- disk-full reserve --
 
@@ -843,7 +935,7 @@ class _SyncStore:
 
     # -- appending --
 
-    def append(self, records: Sequence[Record]) -> list[int]:
+    def append(self, records: Sequence[Record], state: Mapping[str, str] | None = None) -> list[int]:
         self._writable()
         if self.capped:
             self._lift_cap_when_there_is_room()
@@ -854,10 +946,16 @@ class _SyncStore:
             with self._transaction() as tx:
                 self._insert(tx, internal)
                 seqs = self._insert(tx, records)
+                if state:
+                    self.conn.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)",
+                                          [(key, str(value)) for key, value in state.items()])
         except (sqlite3.Error, OSError) as exc:
             if _is_full(exc):
                 self._make_room(len(records))
             raise StoreError(f"{self.path}: appending {len(records)} records failed: {exc}") from exc
+        except (UnicodeEncodeError, ValueError, OverflowError) as exc:
+            # SQLite takes UTF-8 text and 64-bit integers only: nothing was stored
+            raise StoreError(f"{self.path}: cannot store {_unstorable(records)}: {exc}") from exc
         self._pending.clear()
         if self.full_since is not None:
             log.warning("store %s: writes succeed again", self.path)
@@ -884,6 +982,22 @@ class _SyncStore:
         rows = self.conn.execute("SELECT id, at, action, actor, details, prev, hash FROM audit ORDER BY id")
         return [{"id": i, "at": at, "action": action, "actor": actor, "details": json.loads(details), "prev": prev,
                  "hash": digest} for i, at, action, actor, details, prev, digest in rows]
+
+    def transact(self, work: Callable[[sqlite3.Connection, int], tuple[T, Sequence[Record]]],
+                 doing: str) -> tuple[T, list[int]]:
+        """Run ``work(connection, next seq)`` and append the records it returns, in one
+        durable transaction (tables of other modules: the operations queue)."""
+        with self._errors(doing), self._durable(), self._transaction() as tx:
+            result, records = work(self.conn, tx.next_seq)
+            seqs = self._insert(tx, records)
+        return result, list(seqs)
+
+    def query(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(connection)`` for reading (a read-only store too)."""
+        try:
+            return work(self.conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: reading failed: {exc}") from exc
 
     def _recovered_event(self) -> Event:
         now = self.clock()
@@ -969,6 +1083,7 @@ class _SyncStore:
                 unsent = conn.execute("SELECT COUNT(*) FROM records WHERE seq > ? AND seq <= ?", (slowest, upto)).fetchone()[0]
                 conn.execute("DELETE FROM records WHERE seq <= ?", (upto,))
                 conn.execute("DELETE FROM frames WHERE last_seq <= ?", (upto,))
+                self._names_stale = True
                 self._set_meta("dropped_total", int(self._meta("dropped_total") or 0) + count)
                 events.append(_dropped_event(self.clock(), reason, count, first, upto, unsent, per_device))
             self._insert(tx, events)
@@ -977,6 +1092,27 @@ class _SyncStore:
         if count:
             log.warning("store %s: dropped %d records (seq %s..%d, %s)", self.path, count, first, upto, reason)
         return count
+
+    def _prune_names(self) -> None:
+        """Forget the series and devices no stored record refers to any more (a radio
+        neighbourhood full of transmitters, or one inventing identities, must not grow the
+        store past ``max_bytes``). Runs after :meth:`_persist_newest`: a series whose newest
+        reading lies before the first stored seq has none left. The row with the highest id
+        of each table stays, so SQLite (which hands out max + 1) never reuses an id: a
+        reader holding names from before cannot mistake a new device for an old one."""
+        first = self._first_seq()
+        below = self.last_seq + 1 if first is None else first
+        with self._transaction():
+            series = self.conn.execute(
+                "DELETE FROM series WHERE last_seq < ? AND id < (SELECT MAX(id) FROM series)", (below,)).rowcount
+            devices = self.conn.execute(
+                "DELETE FROM devices WHERE id < (SELECT MAX(id) FROM devices)"
+                " AND NOT EXISTS (SELECT 1 FROM records WHERE records.device = devices.id)"
+                " AND id NOT IN (SELECT device FROM series)").rowcount
+        self._names_stale = False
+        if series or devices:
+            self._load_names()
+            log.info("store %s: forgot %d devices and %d series without stored records", self.path, devices, series)
 
     def _drop_in_chunks(self, upto: int, reason: str) -> int:
         dropped = 0
@@ -1020,6 +1156,8 @@ class _SyncStore:
                     dropped += self._drop_in_chunks(upto, reason)
             self._flush_pending()
             self._persist_newest()
+            if self._names_stale:
+                self._prune_names()
             self._checkpoint_quietly()
             self._lift_cap_when_there_is_room()
             self._ensure_reserve()
@@ -1072,9 +1210,10 @@ class _SyncStore:
         with self._errors(f"incrementing state {key!r}"), self._durable(), self._transaction():
             current = self.get_state(key)
             try:
-                value = (0 if current is None else int(current)) + by
+                value = max(0 if current is None else int(current), self._high_water.get(key, 0)) + by
             except ValueError:
                 raise StoreError(f"state {key!r} holds {current!r}, not an integer") from None
+            self._raise_high_water(key, value)
             self.conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, str(value)))
         return value
 
@@ -1333,14 +1472,16 @@ def quarantined_files(path: Path) -> list[Path]:
     )
 
 
-def _salvage(path: Path) -> tuple[int, dict[str, str]]:
-    """What can still be read of a corrupt store: its highest seq and its state rows."""
+def _salvage(path: Path) -> tuple[int, dict[str, str], bool]:
+    """What can still be read of a corrupt store: its highest seq, its state rows, and
+    whether the state table could be read to its end."""
     highest = 0
     state: dict[str, str] = {}
     try:
         conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     except sqlite3.Error:
-        return highest, state
+        return highest, state, False
+    complete = False
     try:
         for query in ("SELECT MAX(seq) FROM records", "SELECT value FROM meta WHERE key = 'last_seq'"):
             try:
@@ -1350,11 +1491,40 @@ def _salvage(path: Path) -> tuple[int, dict[str, str]]:
         try:
             for key, value in conn.execute("SELECT key, value FROM state"):
                 state[key] = value
+            complete = True
         except sqlite3.Error:
             pass
     finally:
         conn.close()
-    return highest, state
+    return highest, state, complete
+
+
+def _unstorable(records: Sequence[Record]) -> str:
+    """Which record SQLite cannot take (text that is not valid UTF-8, an integer beyond 64
+    bits), named by device and quantity (or event code)."""
+    for record in records:
+        if isinstance(record, Reading):
+            fields: tuple[Any, ...] = (record.device, record.quantity, record.value, record.unit, record.obis,
+                                       record.status)
+            name = f"the reading of device {record.device!r}, quantity {record.quantity!r}"
+        else:
+            fields = (record.code, record.message, record.device, record.source,
+                      json.dumps(record.details, ensure_ascii=False, default=str))
+            name = f"the event {record.code!r} of device {record.device!r}"
+        if any(not _storable(field) for field in fields):
+            return name
+    return f"a batch of {len(records)} records"
+
+
+def _storable(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return -(1 << 63) <= value < (1 << 63)
+    return True
 
 
 def _dropped_event(
@@ -1426,11 +1596,12 @@ class Store:
     """
 
     def __init__(
-        self, path: Path, config: StoreSection, *, clock: Callable[[], datetime] = utc_now, read_only: bool = False
+        self, path: Path, config: StoreSection, *, clock: Callable[[], datetime] = utc_now, read_only: bool = False,
+        high_water_file: Path | None = None,
     ) -> None:
         self.path = Path(path)
         self.config = config
-        self._sync = _SyncStore(self.path, config, clock, read_only)
+        self._sync = _SyncStore(self.path, config, clock, read_only, high_water_file)
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_seq = 0
@@ -1478,17 +1649,26 @@ class Store:
 
     # -- writing --
 
-    async def append(self, records: Sequence[Record]) -> list[int]:
+    async def append(self, records: Sequence[Record], *, state: Mapping[str, str] | None = None) -> list[int]:
         """Commit ``records`` in one transaction; durable when this returns (per the
-        ``synchronous`` setting). Returns their seqs, in order. Raises
-        :class:`StoreFullError` when the disk is full: nothing was stored, the oldest
-        records were dropped to make room, retry."""
-        return await self._call(self._sync.append, list(records))
+        ``synchronous`` setting). Returns their seqs, in order. ``state``: durable state
+        values (:meth:`set_state`) written in the same transaction, so that what records
+        were collected and how far collecting got never disagree after a crash (a profile's
+        last entry read, a meter's last message counter). Raises :class:`StoreFullError`
+        when the disk is full: nothing was stored, the oldest records were dropped to make
+        room, retry."""
+        return await self._call(self._sync.append, list(records), dict(state) if state else None)
 
     async def advance_cursor(self, uplink: str, seq: int) -> None:
         """Move an uplink's cursor to ``seq`` (everything up to it was acknowledged).
         Never moves backwards; a seq beyond :attr:`last_seq` is an error."""
         await self._call(self._sync.advance_cursor, uplink, seq)
+
+    async def reconfigure(self, config: StoreSection) -> None:
+        """Apply new ``max_bytes``, ``max_age_days`` and ``synchronous`` to the open store
+        (the next :meth:`enforce_retention` uses the new bounds). The path cannot change."""
+        await self._call(self._sync.reconfigure, config)
+        self.config = config
 
     async def enforce_retention(self) -> int:
         """Drop the oldest records beyond ``max_age_days`` and ``max_bytes`` (a
@@ -1503,13 +1683,27 @@ class Store:
     async def audit_log(self) -> list[dict[str, Any]]:
         return await self._call(self._sync.audit_log)
 
+    async def transact(self, work: Callable[[sqlite3.Connection, int], tuple[T, Sequence[Record]]],
+                       doing: str = "writing") -> tuple[T, list[int]]:
+        """Run ``work(connection, next_seq)`` on the writer thread and append the records it
+        returns, in one durable transaction: ``(its result, the records' seqs)``; the first
+        record gets ``next_seq``. For modules that keep a table of their own beside the
+        records (the operations queue)."""
+        return await self._call(self._sync.transact, work, doing)
+
+    async def query(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(connection)`` on the store's thread for reading (read-only stores too)."""
+        return await self._call(self._sync.query, work)
+
     async def set_state(self, key: str, value: str) -> None:
         """Durable small key-value state (survives power loss even with synchronous=normal)."""
         await self._call(self._sync.set_state, key, value)
 
     async def increment_state(self, key: str, by: int = 1) -> int:
         """Add ``by`` to an integer state value (0 when missing) and return the new value,
-        which is on disk before this returns: a crash can never hand it out again."""
+        which is on disk before this returns: a crash can never hand it out again. The
+        value never goes back, not even when the store file is quarantined or replaced:
+        it is also kept in the high-water side file (see the module docstring)."""
         return await self._call(self._sync.increment_state, key, by)
 
     # -- reading --

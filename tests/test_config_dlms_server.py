@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import TEST_KEYS, parse_config, read_key
+from gateway.config import TEST_KEYS, DlmsUplink, derived_system_title, parse_config, read_key, server_system_title
 from gateway.errors import ConfigError
 
 
@@ -90,3 +90,30 @@ def test_settings_that_do_not_go_together_are_refused(tmp_path) -> None:
         '[[uplinks.dlms]]\nname = "hes"\n'))
     assert any("used twice" in p for p in problems(
         '[gateway]\nid = "g"\n[[uplinks.dlms]]\nname = "a"\n[[uplinks.dlms]]\nname = "b"\n'))
+
+
+def test_a_server_system_title_equal_to_a_meters_client_system_title_is_refused(tmp_path) -> None:
+    ek, ak = keys(tmp_path, bytes(range(1, 17)), bytes(range(2, 18)))
+    meter = """
+[[buses]]
+name = "line"
+protocol = "dlms"
+tcp = "127.0.0.1:4061"
+interface = "wrapper"
+
+[[meters]]
+name = "m1"
+protocol = "dlms"
+bus = "line"
+{title}
+"""
+    # the meter's client title derived from the gateway id, chosen as the server's
+    derived = derived_system_title("gw-1").hex().upper()
+    found = problems(config(ek, ak, extra=f'system_title = "{derived}"') + meter.format(title=""))
+    assert any("uplinks.dlms" in p and "system_title" in p and "'m1'" in p for p in found), found
+    # a meter given the server's default title explicitly
+    default = server_system_title(DlmsUplink(), "gw-1").hex()
+    found = problems(config(ek, ak) + meter.format(title=f'system_title = "{default}"'))
+    assert any("client system title of meter 'm1'" in p for p in found), found
+    # titles of their own are fine
+    assert parse_config(config(ek, ak, extra='system_title = "4757590000000001"') + meter.format(title=""))

@@ -396,6 +396,83 @@ async def test_incrementing_a_state_value_that_is_not_a_number_is_refused(path):
         assert await store.get_state("name") == "abc"
 
 
+async def test_records_and_state_committed_together_are_stored_together_or_not_at_all(path):
+    async with open_store(path) as store:
+        await store.append(readings(2), state={"dlms.profile.m1.1.0.99.1.0.255": "2024-05-01T12:00:00+00:00"})
+        assert store.last_seq == 2
+        assert await store.get_state("dlms.profile.m1.1.0.99.1.0.255") == "2024-05-01T12:00:00+00:00"
+        # a batch the store cannot take leaves the state as it was
+        with pytest.raises(StoreError):
+            await store.append([reading(), Reading("dev", "q", object(), None, START)],  # type: ignore[arg-type]
+                               state={"dlms.profile.m1.1.0.99.1.0.255": "2024-05-01T13:00:00+00:00"})
+        assert await store.get_state("dlms.profile.m1.1.0.99.1.0.255") == "2024-05-01T12:00:00+00:00"
+        assert store.last_seq == 2
+        # state alone (no records) is a plain state write
+        assert await store.append([], state={"wmbus.mcr.X": "7"}) == []
+        assert await store.get_state("wmbus.mcr.X") == "7"
+
+
+async def test_a_string_sqlite_cannot_encode_is_a_store_error_naming_the_record(path):
+    async with open_store(path) as store:
+        bad = Event(code="meter.event", severity=Severity.INFO, message="firmware A\udcffB",
+                    occurred_at=START, device="dlms-X", details={"text": "A\udcffB"})
+        with pytest.raises(StoreError, match="'meter.event' of device 'dlms-X'"):
+            await store.append([reading(), bad])
+        assert store.last_seq == 0
+        assert await store.append(readings(1)) == [1]  # the store stays usable
+
+
+def test_a_reading_with_text_that_is_not_valid_utf8_is_refused_where_it_is_made():
+    for field in ("value", "quantity", "device", "unit", "status", "obis"):
+        values = {"device": "dlms-X", "quantity": "firmware", "value": "A", "unit": None, "status": None,
+                  "obis": None, field: "A\udcffB"}
+        with pytest.raises(ValueError, match=f"Reading.{field} is not valid UTF-8"):
+            Reading(captured_at=START, **values)
+    assert Reading("dlms-X", "firmware", "Zähler ✓", None, START).value == "Zähler ✓"
+
+
+async def test_devices_and_series_without_records_are_forgotten_by_retention(path, clock):
+    async with open_store(path, clock, max_age_days=1) as store:
+        await store.append([reading("kept"), *(reading(f"invented-{n}") for n in range(50))])
+        clock.advance(days=2)
+        await store.append(readings(3, device="kept"))
+        assert await store.enforce_retention() == 51
+        names = await store.device_names()
+        # the newest row of each table stays (ids are never reused), every other empty one goes
+        assert names == ["kept", "invented-49"]
+        assert [s.quantity for s in await store.device_series("kept")] == ["energy"]
+        assert await store.device_series("invented-3") == []
+        # a forgotten device that is heard again comes back under a new id, with its readings
+        await store.append([reading("invented-3", 9)])
+        assert [s.record.device for s in await store.read_after(store.last_seq - 1, 10)] == ["invented-3"]
+    async with open_store(path, clock) as store:
+        assert await store.device_names() == ["kept", "invented-49", "invented-3"]
+        assert [s.record.value for s in await store.read_after(0, 100) if isinstance(s.record, Reading)
+                and s.record.device == "invented-3"] == [Decimal("0.009")]
+    conn = sqlite3.connect(path)
+    try:
+        ids = [row[0] for row in conn.execute("SELECT id FROM devices ORDER BY id")]
+    finally:
+        conn.close()
+    assert ids == [1, 51, 52]  # invented-3 was 5 before: no id is handed out twice
+
+
+async def test_a_store_flooded_with_invented_devices_stays_within_max_bytes_after_retention(path, clock):
+    limit = 1024 * 1024
+    async with open_store(path, clock, max_bytes=limit) as store:
+        for batch in range(40):
+            # a transmitter inventing identities: every telegram a new device, each its own quantities
+            await store.append([Reading(f"FLD-{batch:03d}{n:05d}-01-07", f"volume;storage={n % 3}", Decimal(n),
+                                        "m3", START) for n in range(600)])
+            await store.enforce_retention()
+        stats = await store.stats()
+        devices = len(await store.device_names())
+    assert stats.bytes - stats.free_bytes <= limit
+    # the devices left are those with stored records (and the newest row kept for its id)
+    assert devices <= stats.readings + 1
+    assert integrity(path) == ["ok"]
+
+
 # -- statistics and schema --
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import multiprocessing
 import os
 import random
@@ -109,6 +110,39 @@ async def test_a_corrupt_store_without_its_side_file_restarts_numbering_at_one(p
     async with Store(path, StoreSection()) as store:
         (stored,) = await store.read_after(0, 10)
     assert stored.seq == 1 and stored.record.details["next_seq"] == 1
+
+
+async def test_incremented_state_never_goes_back_after_a_quarantine_even_when_its_rows_are_lost(path):
+    async with Store(path, StoreSection()) as store:
+        for _ in range(3):
+            await store.increment_state("dlms.ic.out.475759", 1000)
+        await store.increment_state("other", 5)
+    scribble(path, 0, 100)  # nothing of the state table can be read any more
+    async with Store(path, StoreSection()) as store:
+        (stored,) = await store.read_after(0, 10)
+        assert await store.get_state("dlms.ic.out.475759") == "3000"  # raised to the mark on open
+        assert await store.increment_state("dlms.ic.out.475759", 1000) == 4000
+        assert await store.increment_state("other") == 6
+    assert stored.record.details["state_readable"] == "no" and stored.record.details["high_water_keys"] == 2
+
+
+async def test_incremented_state_goes_on_above_its_mark_in_a_new_store_sharing_the_high_water_file(tmp_path):
+    marks = tmp_path / "counters.high-water"
+    async with Store(tmp_path / "one.sqlite", StoreSection(), high_water_file=marks) as store:
+        assert await store.increment_state("dlms.ic.out.475759", 1000) == 1000
+    async with Store(tmp_path / "two.sqlite", StoreSection(), high_water_file=marks) as store:
+        assert await store.increment_state("dlms.ic.out.475759", 1000) == 2000
+    assert json.loads(marks.read_text()) == {"dlms.ic.out.475759": 2000}
+
+
+async def test_a_damaged_high_water_file_is_rewritten_from_the_state_at_the_next_increment(path):
+    marks = path.with_name(path.name + ".high-water")
+    async with Store(path, StoreSection()) as store:
+        await store.increment_state("k", 10)
+    marks.write_text("{garbage")
+    async with Store(path, StoreSection()) as store:
+        assert await store.increment_state("k", 10) == 20
+    assert json.loads(marks.read_text()) == {"k": 20}
 
 
 async def test_a_store_quarantined_twice_keeps_both_files(path):

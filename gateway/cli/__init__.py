@@ -37,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.demo",
     "gateway.cli.operations",
     "gateway.cli.devices",
+    "gateway.cli.op",
 )
 
 VERB_HELP = {

@@ -177,10 +177,10 @@ def _host_title() -> str:
 async def _run(args: argparse.Namespace, plan: _Plan) -> dict:
     from gateway.cli.state_file import JsonStateFile, default_state_dir
     from gateway.collectors.dlms import MeterSecrets, client_settings, line_settings, session_target
-    from gateway.collectors.dlms_counters import InvocationCounterStore
     from gateway.collectors.dlms_reader import CosemReader
     from gateway.collectors.dlms_session import dlms_session
     from gateway.config import TEST_KEYS
+    from gateway.dlms_counters import InvocationCounterStore
     from gateway.transports import open_transport
 
     secrets = MeterSecrets.load(plan.meter)

@@ -16,7 +16,7 @@ import heapq
 from collections import deque
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
-    async def commit(self, records: Sequence[Record]) -> None:
-        """Store records durably; returns only when they are committed."""
+    async def commit(self, records: Sequence[Record], *, state: Mapping[str, str] | None = None) -> None:
+        """Store records durably; returns only when they are committed. ``state``: durable
+        state values (see :class:`StateStore`) committed in the same transaction as the
+        records (how far a profile was read, a meter's last message counter)."""
 
 
 class StateStore(Protocol):

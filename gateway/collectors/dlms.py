@@ -14,9 +14,9 @@ over TCP a connection is opened for each association. Every read of a meter:
 3. the configured objects: registers with their scaler_unit applied exactly (scaler_unit
    read once per object and cached), Data objects, the disconnect control's state ...;
 4. each profile by range from the last captured entry stored in the durable state (first
-   read: ``backfill_s`` back), rows at or before it skipped, rows committed to the sink,
-   then the new last entry stored: a restart or an outage resumes where it stopped, without
-   gaps; a crash between the commit and the state write re-reads those rows once;
+   read: ``backfill_s`` back), rows at or before it skipped, rows committed to the sink
+   together with the new last entry (one transaction): a restart or an outage resumes
+   where it stopped, without gaps and without storing a row twice;
 5. each event log the same way, its rows as ``meter.event`` events.
 
 Failures: a security refusal (wrong key, failed tag, replayed counter, refused credentials)
@@ -62,7 +62,6 @@ from gateway.codecs.dlms.security import (
 from gateway.codecs.dlms.selective import CLOCK_TIME
 from gateway.codecs.dlms.services import ActionResult, AttributeDescriptor, MethodDescriptor
 from gateway.collectors.base import PolledBus, Sink, StateStore
-from gateway.collectors.dlms_counters import InvocationCounterStore
 from gateway.collectors.dlms_reader import CosemReader, ReaderCache, apdu_protection
 from gateway.collectors.health import failure_reason
 from gateway.collectors.dlms_session import (
@@ -84,6 +83,7 @@ from gateway.collectors.dlms_values import (
     reading_value,
 )
 from gateway.config import DlmsLine, DlmsMeter, derived_system_title, read_key, read_secret
+from gateway.dlms_counters import InvocationCounterStore
 from gateway.errors import ConfigError, GatewayError, TransportError
 from gateway.model import Event, Reading, Record, Severity, dlms_device_id, utc_now, value_text
 from gateway.transports import LineSettings, Transport, open_transport
@@ -97,8 +97,9 @@ SECURITY_CONTROL = {
     "authenticated+encrypted": AUTHENTICATED_ENCRYPTION,
 }
 AUTHENTICATION = {"none": Authentication.NONE, "low": Authentication.LOW, "gmac": Authentication.HIGH_GMAC}
-#: Clock methods (Blue Book 4.5.1): adjust_to_quarter.
-ADJUST_TO_QUARTER = 2
+#: Clock methods (Blue Book 4.5.1): adjust_to_quarter is method 1 (2 is
+#: adjust_to_measuring_period).
+ADJUST_TO_QUARTER = 1
 #: The clock status bit kept when the gateway sets the time (the meter knows its DST).
 _KEPT_STATUS = ClockStatus.DAYLIGHT_SAVING_ACTIVE
 #: A range read reaches this far past the gateway's now (a meter clock slightly ahead).
@@ -330,7 +331,7 @@ class DlmsCollector(PolledBus[DlmsMeter]):
                 return await read.run()
         finally:
             # Profile rows already read are kept even when a later part of the read failed;
-            # committed outside the association (the line is free again), then their marks.
+            # committed outside the association (the line is free again), with their marks.
             if read is not None:
                 await read.keep_rows()
 
@@ -370,6 +371,18 @@ class DlmsCollector(PolledBus[DlmsMeter]):
         out["counters"].update(self.link_counters)  # one counters object per bus, as every bus has
         out["link"] = dict(self.link_counters)
         return out
+
+    def device_of(self, meter: str) -> str | None:
+        """The device id of ``meter`` once it has been read (else None)."""
+        cache = self._cache.get(meter)
+        return cache.device if cache is not None else None
+
+    async def identify(self, meter: DlmsMeter, session: DlmsSession) -> str:
+        """The device id of ``meter``, read in ``session`` (the logical device name) unless
+        it is known already."""
+        read = _MeterRead(self, meter, session)
+        await read.identify()
+        return read.cache.device
 
     def _meter_event(self, meter: DlmsMeter, code: str, severity: Severity, message: str,
                      details: dict[str, str | int], device: str | None = None) -> Event:
@@ -459,12 +472,10 @@ class _MeterRead(CosemReader):
         self.marks: list[tuple[str, str]] = []
 
     async def keep_rows(self) -> None:
-        """Commit the rows read, then store how far each profile was read: a crash
-        between the two re-reads those rows once, never skips any."""
+        """Commit the rows read and how far each profile was read, in one transaction: a
+        crash keeps both or neither, so no row is skipped and none stored twice."""
         if self.rows:
-            await self.c._sink.commit(self.rows)
-        for key, value in self.marks:
-            await self.c.state.set_state(key, value)
+            await self.c._sink.commit(self.rows, state=dict(self.marks))
 
     async def run(self, *, keep_profiles: bool = True) -> list[Record]:
         await self.identify()
@@ -487,6 +498,9 @@ class _MeterRead(CosemReader):
             self.cache.device = dlms_device_id(await self.device_name())
             if self.meter.name in self.c.health:
                 self.c.health[self.meter.name].device = self.cache.device
+            # Which configured meter a device is, for those who know only the device (the
+            # DLMS server's logical devices, operations addressed by device id).
+            await self.c.state.set_state(f"dlms.device.{self.meter.name}", self.cache.device)
 
     def reading(self, spec: ObjectSpec, value, unit: str | None, *, meter_time: datetime | None = None,
                 status: str | None = None, quantity: str | None = None, raw: bytes | None = None,

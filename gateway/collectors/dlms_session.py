@@ -14,7 +14,7 @@ the error goes to the caller. A meter that refuses the association raises
 :class:`AssociationRefused` (a security error when it refused the credentials).
 
 Outgoing invocation counters are reserved durably before each request is built
-(:mod:`gateway.collectors.dlms_counters`); incoming ones are saved when the session ends.
+(:mod:`gateway.dlms_counters`); incoming ones are saved when the session ends.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from gateway.codecs.dlms.services import (
     SelectiveAccess,
 )
 from gateway.codecs.dlms.wrapper import WrapperConnection
-from gateway.collectors.dlms_counters import MeterCounters
+from gateway.dlms_counters import AssociationCounters
 from gateway.errors import DeviceTimeout, GatewayError
 from gateway.transports import LineSettings, Transport
 
@@ -123,7 +123,7 @@ class SessionTarget:
 class DlmsSession:
     """An established association; use it through :func:`dlms_session`."""
 
-    def __init__(self, transport: Transport, target: SessionTarget, counters: MeterCounters | None) -> None:
+    def __init__(self, transport: Transport, target: SessionTarget, counters: AssociationCounters | None) -> None:
         self.transport = transport
         self.target = target
         self.counters = counters
@@ -321,7 +321,7 @@ class DlmsSession:
 
 @asynccontextmanager
 async def dlms_session(transport: Transport, target: SessionTarget,
-                       counters: MeterCounters | None = None) -> AsyncIterator[DlmsSession]:
+                       counters: AssociationCounters | None = None) -> AsyncIterator[DlmsSession]:
     """Hold the line, associate, yield the session, release; abort on any failure. The
     whole association is bounded by ``target.session_timeout_s``."""
     session = DlmsSession(transport, target, counters)

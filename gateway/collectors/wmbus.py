@@ -15,8 +15,16 @@ and then listens. Each telegram heard:
   meter_time from the storage-0 date and time record;
 * is *refused* for security — wrong key or failed MAC, plaintext from a meter with a key,
   an encrypted telegram from a configured meter without one, an unsupported security
-  mode: counted per meter and raised as ``security.refused``, at the first refusal and
-  then at most once per meter per hour with the count since the last event;
+  mode, a *replay*: counted per meter and raised as ``security.refused``, at the first
+  refusal and then at most once per meter per hour with the count since the last event;
+* a mode 7 telegram is a replay when its AFL message counter (MCR) is not above the last
+  one accepted from its meter (OMS Vol. 2: the counter grows with every message). The last
+  MCR is kept per device in the durable state (``wmbus.mcr.<device>``), committed in the
+  same transaction as the telegram's readings, and shared by every dongle of the gateway.
+  Mode 5 telegrams carry no counter: their access number wraps at 256 and meter clocks are
+  set back legitimately, so neither is a reason to refuse one; a mode 5 telegram recorded
+  and sent again after ``duplicate_window_s`` is stored again, with its own (old)
+  meter_time for the HES to see — only mode 7 protects against replays;
 * comes from a meter that is not configured: listed in ``status()["unknown_meters"]`` for
   registration (and told to ``on_discovery`` the first time it is heard), stored only with
   ``store_unknown = true`` (and only when plaintext).
@@ -64,8 +72,10 @@ from gateway.collectors.wmbus_telegrams import (
     duplicate_key,
     interpret,
     link_frame,
+    message_counter,
     meter_address,
     readings_of,
+    replayed,
 )
 from gateway.config import WMBusDongle, WMBusMeter, read_secret, resolve_secret_path
 from gateway.errors import ConfigError, GatewayError
@@ -85,13 +95,19 @@ REFUSAL_REASONS = {
     "MBusPlaintextError": "plaintext",
     "MBusNoKeyError": "no_key",
     "MBusUnsupportedSecurityError": "unsupported_security",
+    "ReplayedTelegram": "replay",
 }
+#: Durable state: the last AFL message counter accepted from a device.
+MCR_PREFIX = "wmbus.mcr."
 COUNTERS = ("frames", "decoded", "readings", "duplicates", "unknown", "undecodable", "security_refusals",
             "dongle_resets")
 
 # Telegrams stored by any receiver in this event loop: two dongles hearing one telegram
 # store it once.
 _STORED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DuplicateFilter] = weakref.WeakKeyDictionary()
+# The last message counter accepted per device, for every receiver in this event loop: a
+# telegram replayed to a second dongle is refused as well.
+_ACCEPTED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
 class NotHeardYet(GatewayError):
@@ -155,11 +171,12 @@ class WMBusReceiver:
 
     def __init__(self, bus: WMBusDongle, meters: Sequence[WMBusMeter], sink: Sink, tz: ZoneInfo, *,
                  clock: Callable[[], datetime] = utc_now, security_event_interval_s: float = SECURITY_EVENT_INTERVAL_S,
-                 tick_s: float = TICK_S) -> None:
+                 tick_s: float = TICK_S, state: StateStore | None = None) -> None:
         self.name = bus.name
         self.bus = bus
         self.line = dongle_line(bus.line_baud)
         self._sink = sink
+        self._state = state  # the last message counters (None: kept in memory only)
         self._tz = tz
         self._clock = clock
         self.security_event_interval_s = security_event_interval_s
@@ -186,9 +203,9 @@ class WMBusReceiver:
     @classmethod
     def from_config(cls, bus: WMBusDongle, meters: Sequence[WMBusMeter], sink: Sink, tz: ZoneInfo, *,
                     state: StateStore | None = None) -> WMBusReceiver:
-        """What ``gateway.app`` calls for every ``protocol = "wmbus"`` bus (it keeps no
-        durable state: ``state`` is not used)."""
-        return cls(bus, meters, sink, tz)
+        """What ``gateway.app`` calls for every ``protocol = "wmbus"`` bus (``state`` keeps
+        the meters' last message counters)."""
+        return cls(bus, meters, sink, tz, state=state)
 
     # -- the Collector protocol -------------------------------------------------------------
 
@@ -335,13 +352,36 @@ class WMBusReceiver:
             await self._commit([], events, key, now)
             return
         heard = interpret(received, frame, self._decoder, meter.key if meter is not None else None)
+        counter = None
         if meter is None:
             readings = self._unknown(heard, at)
             self._answer_probes(received, frame, heard, at)
         else:
             heard, flags = self._with_previous_key(meter, received, frame, heard, at)
+            heard, counter = await self._check_counter(heard)
             readings = self._known(meter, heard, now, at, events, flags)
-        await self._commit(readings, events, key, now)
+        await self._commit(readings, events, key, now, counter)
+
+    async def _check_counter(self, heard: Heard) -> tuple[Heard, tuple[str, int] | None]:
+        """``heard`` refused as a replay when its message counter is not above the last one
+        accepted from its meter; else with ``(device, counter)`` to commit with it."""
+        counter = message_counter(heard)
+        if counter is None:
+            return heard, None
+        device = heard.address.device
+        accepted = _ACCEPTED.setdefault(asyncio.get_running_loop(), {})
+        if device not in accepted and self._state is not None:
+            stored = await self._state.get_state(MCR_PREFIX + device)
+            try:
+                if stored is not None:
+                    accepted[device] = max(int(stored), accepted.get(device, 0))
+            except ValueError:
+                log.error("bus %s: state %s holds %r, not a message counter; ignoring it", self.name,
+                          MCR_PREFIX + device, stored[:40])
+        last = accepted.get(device)
+        if last is not None and counter <= last:
+            return replayed(heard, last), None
+        return heard, (device, counter)
 
     def _with_previous_key(self, meter: WirelessMeter, received: ReceivedTelegram, frame: Any, heard: Heard,
                            at: datetime) -> tuple[Heard, tuple[str, ...]]:
@@ -469,21 +509,28 @@ class WMBusReceiver:
         return [transition_event(transition, source=self.name, device=meter.health.device, message=message,
                                  details=details)]
 
-    async def _commit(self, readings: list[Reading], events: list[Record], key: Any, now: float) -> None:
-        """Commit the telegram's readings and events; readings another receiver of this
-        gateway already stored for the same telegram are dropped as duplicates."""
-        stored = _STORED.setdefault(asyncio.get_running_loop(), DuplicateFilter())
+    async def _commit(self, readings: list[Reading], events: list[Record], key: Any, now: float,
+                      counter: tuple[str, int] | None = None) -> None:
+        """Commit the telegram's readings and events, and its message counter with them;
+        readings another receiver of this gateway already stored for the same telegram are
+        dropped as duplicates."""
+        loop = asyncio.get_running_loop()
+        stored = _STORED.setdefault(loop, DuplicateFilter())
         if readings and stored.seen(key, now, self.bus.duplicate_window_s):
             self.counters["duplicates"] += 1
             readings = []
-        if not readings and not events:
+        state = None if counter is None else {MCR_PREFIX + counter[0]: str(counter[1])}
+        if not readings and not events and not state:
             return
         try:
-            await self._sink.commit([*readings, *events])
+            await self._sink.commit([*readings, *events], state=state)
         except BaseException:
             if readings:
                 stored.forget(key)  # not stored after all: another dongle's copy may be
             raise
+        if counter is not None:
+            accepted = _ACCEPTED.setdefault(loop, {})
+            accepted[counter[0]] = max(counter[1], accepted.get(counter[0], counter[1]))
         self.counters["readings"] += len(readings)
 
     def _event(self, code: str, message: str, device: str | None, details: dict[str, str | int]) -> Event:

@@ -14,6 +14,9 @@ Shared by the receiver (:mod:`gateway.collectors.wmbus`) and ``gateway listen wm
   raw = the telegram as the dongle delivered it;
 * :class:`DuplicateFilter` remembers telegrams for a window: the same meter, access number
   and payload again is a repeat (meters send twice, repeaters relay, two dongles hear one);
+* :func:`message_counter` is the AFL message counter of a mode 7 telegram, which must grow
+  from telegram to telegram of a meter (OMS Vol. 2): :class:`ReplayedTelegram` refuses one
+  that does not;
 * :class:`Sightings` is the bounded table of meters heard (identity, RSSI, count, last
   heard, encrypted or not, decrypted or not).
 """
@@ -93,6 +96,12 @@ def duplicate_key(frame: WirelessFrame) -> tuple[int, bytes, bytes]:
     return frame.manufacturer, frame.address, bytes([frame.ci if frame.ci is not None else 0]) + frame.data
 
 
+class ReplayedTelegram(MBusSecurityError):
+    """A telegram whose AFL message counter is not above the last one accepted from its
+    meter: recorded and sent again (OMS Vol. 2, the message counter increases with every
+    message a meter sends)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Heard:
     """One telegram and what became of it: ``decoded`` (records, security), or ``refused``
@@ -130,6 +139,20 @@ class Heard:
     def problem(self) -> str | None:
         failure = self.refused or self.error
         return None if failure is None else failure.describe()
+
+
+def message_counter(heard: Heard) -> int | None:
+    """The AFL message counter (MCR) of a decoded telegram, if it carries one (mode 7)."""
+    afl = heard.decoded.telegram.afl if heard.decoded is not None else None
+    return None if afl is None else afl.counter
+
+
+def replayed(heard: Heard, last: int) -> Heard:
+    """``heard`` refused as a replay (its message counter is not above ``last``)."""
+    counter = message_counter(heard)
+    return replace(heard, decoded=None, refused=ReplayedTelegram(
+        f"message counter {counter} is not above {last}, the last accepted from this meter: a replayed telegram",
+        field="AFL.MCR"))
 
 
 def interpret(received: ReceivedTelegram, frame: WirelessFrame, decoder: WMBusDecoder,

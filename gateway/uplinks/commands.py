@@ -86,14 +86,19 @@ class CommandRouter:
         self.handlers = dict(handlers)
         self.timeout_s = timeout_s
 
-    async def answer(self, command: str, payload: bytes) -> tuple[bool, bytes]:
-        """``(ok, response JSON)`` for one request."""
+    async def answer(self, command: str, payload: bytes, *, identity: str | None = None) -> tuple[bool, bytes]:
+        """``(ok, response JSON)`` for one request. ``identity`` is who asked as the
+        transport vouches for it (the MQTT topic level the broker's ACL guards): handlers
+        find it as ``args["identity"]``, never taken from the request itself."""
         try:
             handler = self.handlers.get(command)
             if handler is None:
                 known = ", ".join(sorted(self.handlers))
                 raise CommandError(f"unknown command {command!r} (known: {known})")
             args = parse_request(payload)
+            args.pop("identity", None)
+            if identity is not None:
+                args["identity"] = identity
             async with asyncio.timeout(self.timeout_s):
                 result = await handler(args)
             return True, dumps({"ok": True, "result": result})

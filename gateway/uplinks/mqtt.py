@@ -9,7 +9,8 @@ Topics, with ``P`` the uplink's ``topic_prefix`` and ``G`` the gateway id:
                    with the last will ``"state": "offline"`` when the connection dies
 ``P/G/cmd/NAME``   commands from the HES (MQTT 5 request/response); answered on the
                    request's ResponseTopic with its CorrelationData, else on
-                   ``P/G/responses/NAME``
+                   ``P/G/responses/NAME``; ``P/G/cmd/NAME/IDENTITY`` the same with the
+                   HES's identity, which the broker's ACL vouches for (the operations)
 =================  =====================================================================
 
 Payload of a data message: the flattened JWS JSON serialization (RFC 7515 §7.2.2,
@@ -162,6 +163,8 @@ class MqttPublisher:
         self.topic_events = f"{base}/events"
         self.topic_status = f"{base}/status"
         self.topic_commands = f"{base}/cmd/+"
+        #: Commands with the requester's identity as the last topic level (cmd/op/hes-a).
+        self.topic_identified_commands = f"{base}/cmd/+/+"
         self.topic_responses = f"{base}/responses"
         self.client_id = config.client_id or f"{gateway_id}-{config.name}"
         self._status_wanted = asyncio.Event()
@@ -470,11 +473,11 @@ class MqttPublisher:
         are heard. No Local: our own responses never come back as requests. Retain
         Handling 2: a retained request is not executed again at every reconnect."""
         options = SubscribeOptions(qos=1, noLocal=True, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
-        try:
-            await cancellable(client.subscribe(self.topic_commands, options=options,
-                                               timeout=self.config.publish_timeout_s))
-        except aiomqtt.MqttError as exc:
-            raise UplinkError(f"cannot subscribe to {self.topic_commands}: {describe(exc)}") from None
+        for topic in (self.topic_commands, self.topic_identified_commands):
+            try:
+                await cancellable(client.subscribe(topic, options=options, timeout=self.config.publish_timeout_s))
+            except aiomqtt.MqttError as exc:
+                raise UplinkError(f"cannot subscribe to {topic}: {describe(exc)}") from None
 
     async def _serve_commands(self, client: aiomqtt.Client) -> None:
         """Answer requests on ``P/G/cmd/NAME``, each in its own task, so that a slow
@@ -499,12 +502,13 @@ class MqttPublisher:
                 await busy.acquire()
                 group.create_task(self._answer(client, router, topic.removeprefix(prefix), message, busy))
 
-    async def _answer(self, client: aiomqtt.Client, router: CommandRouter, command: str,
+    async def _answer(self, client: aiomqtt.Client, router: CommandRouter, name: str,
                       message: aiomqtt.Message, busy: asyncio.Semaphore) -> None:
         try:
             self.counters.commands += 1
+            command, _, identity = name.partition("/")  # cmd/NAME or cmd/NAME/IDENTITY
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
-            ok, response = await router.answer(command, payload)
+            ok, response = await router.answer(command, payload, identity=identity or None)
             if not ok:
                 self.counters.command_errors += 1
             request = message.properties

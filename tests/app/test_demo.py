@@ -25,7 +25,8 @@ def test_a_timed_demo_prints_committed_readings_and_a_summary_and_exits_0(tmp_pa
     lines = [line.split() for line in result.stdout.splitlines() if " event " not in line]
     devices = {line[1] for line in lines}
     assert devices == {"GWY-10000001-01-04", "GWY-10000002-01-04", "GWY-10000003-01-04",  # wired heat meters
-                       "GWY-20000001-01-07", "GWY-20000002-01-07"}  # encrypted wireless water meters
+                       "GWY-20000001-01-07", "GWY-20000002-01-07",  # encrypted wireless water meters
+                       "dlms-DEMO000000000001"}  # the DLMS electricity meter
     assert any(line[2] == "energy" and line[-1] == "Wh" for line in lines)
     assert "see them with: gateway readings" in result.stderr
     assert (state / "store.sqlite").exists() and (state / "keys" / "signing-key.pem").exists()

@@ -22,7 +22,7 @@ class FakeStore:
         self.hanging = False
         self.appended: list = []
 
-    async def append(self, records):
+    async def append(self, records, *, state=None):
         self.appended.extend(records)
         return list(range(len(records)))
 

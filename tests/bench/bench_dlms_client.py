@@ -38,7 +38,7 @@ from gateway.codecs.dlms.obis import Obis  # noqa: E402
 from gateway.codecs.dlms.security import SecurityKeys  # noqa: E402
 from gateway.codecs.dlms.services import AttributeDescriptor  # noqa: E402
 from gateway.collectors.dlms import MemoryState  # noqa: E402
-from gateway.collectors.dlms_counters import InvocationCounterStore  # noqa: E402
+from gateway.dlms_counters import InvocationCounterStore  # noqa: E402
 from gateway.collectors.dlms_session import SessionTarget, dlms_session  # noqa: E402
 from gateway.transports import LineSettings, open_transport  # noqa: E402
 from tests.dlms_peer import _stop, start_meter  # noqa: E402

@@ -39,7 +39,7 @@ class CountingSink:
     def __init__(self) -> None:
         self.records = 0
 
-    async def commit(self, records) -> None:
+    async def commit(self, records, *, state=None) -> None:
         self.records += len(records)
 
 

@@ -101,7 +101,7 @@ class SimMeter:
             self.output_state = m.method == 2
             self.control_state = 1 if m.method == 2 else 0
             return ActionResult(0)
-        if (m.class_id, m.instance, m.method) == (8, CLOCK, 2):  # adjust_to_quarter
+        if (m.class_id, m.instance, m.method) == (8, CLOCK, 1):  # adjust_to_quarter (Blue Book 4.5.1)
             now = self.now()
             quarter = now.replace(minute=round(now.minute / 15) * 15 % 60, second=0, microsecond=0)
             self.clock_offset_s = (quarter - datetime.now(timezone.utc)).total_seconds()

@@ -8,13 +8,20 @@ import contextlib
 
 
 class ListSink:
-    """A sink that keeps what it is given."""
+    """A sink that keeps what it is given; state committed with records goes to ``state``
+    (the collector's state store, as the gateway's store is both), else to ``saved``."""
 
-    def __init__(self) -> None:
+    def __init__(self, state=None) -> None:
         self.records: list = []
+        self.state = state
+        self.saved: dict[str, str] = {}
 
-    async def commit(self, records) -> None:
+    async def commit(self, records, *, state=None) -> None:
         self.records.extend(records)
+        for key, value in (state or {}).items():
+            if self.state is not None:
+                await self.state.set_state(key, value)
+            self.saved[key] = value
 
     def of(self, kind) -> list:
         return [r for r in self.records if isinstance(r, kind)]

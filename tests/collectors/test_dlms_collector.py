@@ -21,7 +21,7 @@ from gateway.codecs.dlms.wrapper import WrapperMessage
 from gateway.collectors.dlms import DlmsCollector, MemoryState
 from gateway.collectors.dlms_session import AssociationRefused, CredentialsRefused
 from gateway.config import StoreSection
-from gateway.errors import DeviceTimeout
+from gateway.errors import DeviceTimeout, StoreError
 from gateway.model import Event, Reading
 from gateway.store import Store
 
@@ -110,6 +110,38 @@ async def test_a_profile_is_read_by_range_and_then_only_its_new_rows_across_a_re
         assert int(await store.get_state("dlms.ic.out.4d4d4d0000000001")) == 2000
 
 
+class MarksLostInACrash:
+    """The store as a collector's state, except that the process dies at any separate
+    write of a profile mark (after the rows were committed, before their mark)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def get_state(self, key):
+        return await self.store.get_state(key)
+
+    async def increment_state(self, key, by=1):
+        return await self.store.increment_state(key, by)
+
+    async def set_state(self, key, value):
+        if key.startswith("dlms.profile."):
+            raise StoreError("power cut")
+        await self.store.set_state(key, value)
+
+
+async def test_profile_rows_and_their_mark_are_committed_together_so_no_row_is_stored_twice(start_dlms_meter, tmp_path):
+    peer = start_dlms_meter()
+    config = meter(tmp_path, profiles=[WHOLE_PROFILE])
+    async with Store(tmp_path / "store.sqlite", StoreSection()) as store:
+        for _ in range(2):
+            collector = DlmsCollector(line(tcp="%s:%d" % peer.address), [config], StoreSink(store), UTC,
+                                      state=MarksLostInACrash(store), clock=lambda: FIRST_ROW + timedelta(hours=3))
+            await read_once(collector)
+        rows = profile_rows(await _stored(store))
+        assert [t for t, _ in rows] == [FIRST_ROW + timedelta(minutes=15 * i) for i in range(8)]  # each once
+        assert await store.get_state("dlms.profile.m1.1.0.99.1.0.255") == "2024-01-01T01:45:00+00:00"
+
+
 async def test_every_reading_of_one_read_shares_one_captured_at_and_rows_keep_their_meter_time(
         start_dlms_meter, tmp_path):
     peer = start_dlms_meter()
@@ -132,7 +164,7 @@ async def test_a_small_pdu_size_makes_the_meter_answer_in_blocks_and_the_values_
     state = MemoryState()  # shared: the second association goes on with the counters
     continuations, values = [], []
     for size in (0xFFFF, 128):
-        sink = ListSink()
+        sink = ListSink(state)
         config = meter(tmp_path, security="hls-gmac", profiles=[WHOLE_PROFILE], max_pdu_size=size)
         collector = DlmsCollector(line(tcp="%s:%d" % peer.address), [config], sink, UTC, state=state,
                                   clock=lambda: FIRST_ROW + timedelta(hours=2))
@@ -296,8 +328,8 @@ async def test_two_meters_share_one_hdlc_line_one_association_at_a_time(request,
 
 async def test_profile_rows_read_before_a_later_failure_are_kept_and_not_read_again(start_dlms_meter, tmp_path):
     peer = start_dlms_meter()
-    sink = ListSink()
     state = MemoryState()
+    sink = ListSink(state)
     # The gurux meter has no event log: reading it fails after the profile was read.
     config = meter(tmp_path, profiles=[WHOLE_PROFILE], event_logs=["0.0.99.98.0.255"])
     collector = DlmsCollector(line(tcp="%s:%d" % peer.address), [config], sink, UTC, state=state,

@@ -78,7 +78,7 @@ async def test_adjust_to_quarter_is_an_action_on_the_clock(tmp_path):
         collector = DlmsCollector(line(tcp=address), [config], sink, UTC)
         async with running(collector):
             await asyncio.wait_for(collector.read_now("m1"), 10)
-    assert sim.actions == [(8, 2)]
+    assert sim.actions == [(8, 1)]  # adjust_to_quarter is method 1 (Blue Book 4.5.1)
     assert sink.of(Event)[0].details["method"] == "adjust_to_quarter"
 
 
@@ -106,8 +106,8 @@ async def test_the_disconnect_control_is_operated_ahead_of_scheduled_reads_and_i
 async def test_an_event_log_becomes_meter_events_once_each_across_reads(tmp_path):
     start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
     sim = SimMeter(events=[(start, 1), (start + timedelta(minutes=10), 47)])
-    sink = ListSink()
     state = MemoryState()
+    sink = ListSink(state)
     config = sim_meter(tmp_path, event_logs=["0.0.99.98.0.255"])
     async with serving(sim) as address:
         collector = DlmsCollector(line(tcp=address), [config], sink, UTC, state=state)

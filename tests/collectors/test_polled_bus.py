@@ -32,7 +32,7 @@ class ListSink:
     def __init__(self):
         self.records = []
 
-    async def commit(self, records):
+    async def commit(self, records, *, state=None):
         self.records.extend(records)
 
 

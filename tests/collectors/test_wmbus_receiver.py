@@ -28,6 +28,7 @@ from gateway.model import Reading
 from gateway.simulators.wmbus import DONGLES, AmberDongle, Faults, serve_dongle
 from gateway.store import Store
 
+from tests.codecs.mbus.wmbus_builders import mode5_telegram, mode7_telegram
 from tests.collectors.wmbus_helpers import (
     BERLIN,
     KEY,
@@ -277,6 +278,62 @@ async def test_two_dongles_hearing_one_telegram_store_it_once():
     stored = [decode_frame(r.raw, frame_format="auto").to_bytes() for r in sink.readings() if r.quantity == "volume"]
     assert len(stored) == len(set(stored)) >= 3
     assert sum(r.counters["duplicates"] for r in receivers) >= 2
+
+
+OMS_KEY = bytes(range(16))
+
+
+def radio(tmp_path, window_s: float = 0) -> tuple[WMBusDongle, list]:
+    """A dongle that keeps no duplicate window (a telegram sent again counts as new) and the
+    OMS example meter (ELS 12345678) with its key."""
+    kf = key_file(tmp_path, "oms.key", OMS_KEY.hex())
+    return dongle_config("/dev/null", "imst", duplicate_window_s=window_s), [meter_config("water", "12345678", key_file=kf)]
+
+
+async def hear(receiver: WMBusReceiver, frame: bytes) -> None:
+    receiver._load_keys()
+    await receiver._handle(ReceivedTelegram(frame))
+
+
+async def test_a_replayed_mode7_telegram_is_refused_because_its_message_counter_did_not_grow(tmp_path):
+    sink = ListSink()
+    receiver = WMBusReceiver(*radio(tmp_path), sink, BERLIN)
+    accepted = []
+    for counter in (10, 11, 11, 9, 12):
+        before = len(sink.readings())
+        await hear(receiver, mode7_telegram(OMS_KEY, counter=counter))
+        accepted.append(len(sink.readings()) > before)
+    assert accepted == [True, True, False, False, True]
+    assert receiver.counters["security_refusals"] == 2
+    (event,) = sink.events("security.refused")  # the second refusal waits for the hourly summary
+    assert event.details["reason"] == "replay" and "message counter 11 is not above 11" in event.message
+    assert sink.saved == {"wmbus.mcr.ELS-12345678-33-03": "12"}  # committed with the readings
+
+
+def test_the_last_message_counter_is_kept_in_the_store_across_a_restart(tmp_path):
+    async def life(counters) -> list[bool]:
+        async with Store(tmp_path / "store.sqlite", StoreSection()) as store:
+            sink = StoreSink(store)
+            receiver = WMBusReceiver(*radio(tmp_path), sink, BERLIN, state=store)
+            heard = []
+            for counter in counters:
+                before = receiver.counters["readings"]
+                await hear(receiver, mode7_telegram(OMS_KEY, counter=counter))
+                heard.append(receiver.counters["readings"] > before)
+            return heard
+
+    # each life in an event loop of its own, as a restarted gateway has
+    assert asyncio.run(life([10, 20])) == [True, True]
+    assert asyncio.run(life([20, 15, 21])) == [False, False, True]
+
+
+async def test_mode5_telegrams_carry_no_counter_and_a_wrapping_access_number_is_no_replay(tmp_path):
+    sink = ListSink()
+    receiver = WMBusReceiver(*radio(tmp_path), sink, BERLIN)
+    for access in (0xFE, 0xFF, 0x00, 0x01):
+        await hear(receiver, mode5_telegram(OMS_KEY, access=access))
+    assert receiver.counters["decoded"] == 4 and receiver.counters["security_refusals"] == 0
+    assert sink.saved == {}
 
 
 async def test_a_dongle_that_does_not_answer_its_initialisation_fails_the_run_with_the_reason():

@@ -24,11 +24,15 @@ WAIT_S = 15.0
 
 
 class ListSink:
+    """Keeps the records, and the state committed with them in ``saved``."""
+
     def __init__(self) -> None:
         self.records: list = []
+        self.saved: dict[str, str] = {}
 
-    async def commit(self, records) -> None:
+    async def commit(self, records, *, state=None) -> None:
         self.records.extend(records)
+        self.saved.update(state or {})
 
     def readings(self, device: str | None = None) -> list[Reading]:
         return [r for r in self.records if isinstance(r, Reading) and device in (None, r.device)]

@@ -92,3 +92,10 @@ def test_integer_arguments_are_checked() -> None:
             assert message in str(exc)
         else:
             raise AssertionError(f"{args} was accepted")
+
+
+async def test_the_identity_comes_from_the_transport_never_from_the_request():
+    ok, body = await ROUTER.answer("echo", b'{"identity": "forged", "x": 1}', identity="hes-a")
+    assert ok and json.loads(body)["result"]["args"] == {"x": 1, "identity": "hes-a"}
+    ok, body = await ROUTER.answer("echo", b'{"identity": "forged"}')
+    assert ok and json.loads(body)["result"]["args"] == {}

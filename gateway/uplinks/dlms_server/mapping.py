@@ -73,14 +73,6 @@ def digest_name(device: str) -> str:
     return hashlib.sha256(device.encode("utf-8")).hexdigest()[:MAX_NAME].upper()
 
 
-def system_title_of(gateway_id: str) -> bytes:
-    """The default server system title: ``GWY`` and 5 bytes of the SHA-256 of the gateway id
-    and ``/dlms-server`` (Green Book 4.3.4: three manufacturer letters and a serial; set
-    ``system_title`` in production). It differs from the title the gateway uses as a client
-    of its meters, so the two never share an IV even under the same key."""
-    return b"GWY" + hashlib.sha256(f"{gateway_id}/dlms-server".encode()).digest()[:5]
-
-
 def abstract_obis(index: int) -> Obis:
     """The ``index``-th manufacturer-specific code of a meter: ``0-0:128.D.E*255``."""
     if not 0 <= index < 128 * 255:

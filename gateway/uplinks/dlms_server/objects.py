@@ -403,13 +403,16 @@ PUSH_OBJECTS = (
 
 
 class LogicalDevice:
-    """One logical device: its SAP, name and objects (by logical name, in list order)."""
+    """One logical device: its SAP, name and objects (by logical name, in list order);
+    ``device`` is the meter's device id (None for the management logical device)."""
 
-    def __init__(self, sap: int, name: bytes, objects: list[CosemObject], version: int = 0) -> None:
+    def __init__(self, sap: int, name: bytes, objects: list[CosemObject], version: int = 0,
+                 device: str | None = None) -> None:
         self.sap = sap
         self.name = name
         self.objects = {o.logical_name: o for o in objects}
         self.version = version
+        self.device = device
 
     def visible(self, role: Role) -> list[CosemObject]:
         if role is Role.MANAGEMENT:
@@ -469,4 +472,4 @@ def meter_device(meter: Meter, services: Services, store: Any) -> LogicalDevice:
                                   Data(DataType.NULL_DATA) if q.unit is None else mapping.text_data(q.unit))
                         for q in quantities))
     objects.append(DataObject(DIRECTORY, lambda: directory))
-    return LogicalDevice(meter.sap, meter.name, objects, meter.version)
+    return LogicalDevice(meter.sap, meter.name, objects, meter.version, meter.device)

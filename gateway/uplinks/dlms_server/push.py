@@ -62,6 +62,7 @@ from gateway.codecs.dlms.wrapper import WrapperMessage
 from gateway.config import DlmsPush, is_loopback
 from gateway.errors import GatewayError
 from gateway.model import Event, Reading, StoredRecord
+from gateway.dlms_counters import SERVER_NEED
 from gateway.uplinks.dlms_server import mapping
 from gateway.uplinks.dlms_server.objects import PUSH_SETUP, SUCCESS, TYPE_UNMATCHED
 from gateway.uplinks.dlms_server.profiles import EVENT_LOG
@@ -223,7 +224,7 @@ class Pusher:
         try:
             while batch := await self.store.read_after(cursor, self.config.batch_size):
                 for records in self._split(batch):
-                    await self.counters.prepare(self.server.system_title)
+                    await self.counters.reserve(self.server.system_title, SERVER_NEED)
                     writer.write(WrapperMessage(MANAGEMENT_SAP, self.config.client_sap,
                                                 self._notification(records)).to_bytes())
                     async with asyncio.timeout(timeout):

@@ -22,17 +22,18 @@ from gateway.codecs.dlms.axdr import Data, array
 from gateway.codecs.dlms.security import SecurityKeys
 from gateway.codecs.dlms.server import SERVER_CONFORMANCE, ServerSettings
 from gateway.codecs.dlms.xdlms import conformance
-from gateway.config import TEST_KEYS, DlmsUplink, read_key
+from gateway.config import TEST_KEYS, DlmsUplink, read_key, server_system_title
+from gateway.dlms_counters import LEGACY_IN_PREFIX, InvocationCounterStore
 from gateway.errors import ConfigError
 from gateway.model import utc_now
 from gateway.store import Store
 from gateway.uplinks.dlms_server import mapping
-from gateway.uplinks.dlms_server.counters import StoreInvocationCounters
 from gateway.uplinks.dlms_server.events import SecurityEvents
 from gateway.uplinks.dlms_server.objects import LogicalDevice, Role, Services, management_device, meter_device
 from gateway.uplinks.dlms_server.profiles import EventLog, MeterProfile
 from gateway.uplinks.dlms_server.push import Pusher
 from gateway.uplinks.dlms_server.registry import MANAGEMENT_SAP, Registry
+from gateway.uplinks.dlms_server.relay import pass_through
 from gateway.uplinks.dlms_server.session import Session
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 DEMO_KEYS = SecurityKeys(*TEST_KEYS)
 #: Bound of the shutdown: connections closing, the last counter flush.
 SHUTDOWN_S = 5.0
+#: The clients' incoming invocation counters are saved at least this often.
+COUNTERS_SAVE_S = 5.0
 #: The longest SET value or ACTION parameters an association may send in blocks.
 MAX_INCOMING = 64 * 1024
 #: The public client reads: no SET or ACTION, so no blocks of them either.
@@ -75,8 +78,11 @@ class DlmsServer:
     key files of the configuration (a demo passes the Green Book keys)."""
 
     def __init__(self, config: DlmsUplink, *, gateway_id: str, store: Store,
-                 clock: Callable[[], datetime] = utc_now, keys: SecurityKeys | None = None) -> None:
+                 clock: Callable[[], datetime] = utc_now, keys: SecurityKeys | None = None,
+                 relay: Any = None) -> None:
         self.config = config
+        #: The operations relay: SET and ACTION on a meter's logical device reach the meter.
+        self.relay = relay
         self.name = config.name
         self.gateway_id = gateway_id
         self.store = store
@@ -84,10 +90,9 @@ class DlmsServer:
         self.keys = keys
         #: Whether the server has a store cursor (only when it pushes).
         self.has_cursor = config.push is not None
-        self.system_title = bytes.fromhex(config.system_title) if config.system_title else \
-            mapping.system_title_of(gateway_id)
+        self.system_title = server_system_title(config, gateway_id)
         self.management_name = mapping.logical_device_name(gateway_id)
-        self.counters = StoreInvocationCounters(store)
+        self.counters = InvocationCounterStore(store).for_server(self.name)
         self.registry = Registry(store, self.management_name)
         self.stats = ServerStats()
         self.events = SecurityEvents(store, f"dlms:{self.name}", clock)
@@ -129,6 +134,11 @@ class DlmsServer:
     async def security_event(self, reason: str, message: str, peer: str) -> None:
         await self.events.refused(reason, message, peer)
 
+    async def pass_through(self, context: Any, descriptor: Any, data: Data | None) -> Any:
+        """The meter's own answer to an HES's SET or ACTION on its logical device, or None
+        (see :mod:`~gateway.uplinks.dlms_server.relay`)."""
+        return await pass_through(self.relay, self.name, context, descriptor, data)
+
     # --- running ----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -137,7 +147,7 @@ class DlmsServer:
             self.keys = SecurityKeys(*await asyncio.to_thread(lambda: (read_key(self.config.ek_file),
                                                                        read_key(self.config.ak_file))))
         self._configure()
-        await self.counters.load()
+        await self._load_counters()
         await self.registry.load()
         if self.pusher is not None:
             await self.pusher.load()
@@ -149,7 +159,7 @@ class DlmsServer:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.registry.run())
-                group.create_task(self.counters.run())
+                group.create_task(self._save_counters())
                 if self.pusher is not None:
                     group.create_task(self.pusher.run())
                 self.listening.set()
@@ -158,6 +168,21 @@ class DlmsServer:
             self.listening.clear()
             server.close()
             await self._close_sessions()
+
+    async def _load_counters(self) -> None:
+        """The clients' last incoming counters (also those kept under the former key)."""
+        await self.counters.load()
+        for key, value in (await self.store.state_items(LEGACY_IN_PREFIX)).items():
+            self.counters.accept_incoming(bytes.fromhex(key.removeprefix(LEGACY_IN_PREFIX)), int(value))
+
+    async def _save_counters(self) -> None:
+        """Save the clients' incoming counters every :data:`COUNTERS_SAVE_S` (and before
+        every SET or ACTION, see the session): a replay after a crash inside that window
+        could only repeat a GET, whose answer is ciphered for the real client; and a whole
+        replayed association fails HLS, whose challenge is new each time."""
+        while True:
+            await asyncio.sleep(COUNTERS_SAVE_S)
+            await self.counters.save()
 
     def _configure(self) -> None:
         size = self.config.max_pdu_size
@@ -224,7 +249,7 @@ class DlmsServer:
                 task.cancel()
         try:
             async with asyncio.timeout(SHUTDOWN_S):
-                await self.counters.flush()
+                await self.counters.save()
         except Exception as exc:  # noqa: BLE001 - shutting down: say it, go on
             log.warning("DLMS server %s: the last invocation counters were not saved: %s", self.name, exc)
 

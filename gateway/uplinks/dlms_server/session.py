@@ -47,6 +47,7 @@ from gateway.codecs.dlms.services import (
 from gateway.codecs.dlms.wrapper import WrapperMessage, WrapperParser
 from gateway.codecs.dlms.xdlms import ExceptionResponse
 from gateway.errors import StoreError
+from gateway.dlms_counters import SERVER_NEED
 from gateway.uplinks.dlms_server import objects
 from gateway.uplinks.dlms_server.objects import (
     ACTION_UNDEFINED,
@@ -100,7 +101,7 @@ class Association:
     async def handle(self, apdu: bytes, device: LogicalDevice) -> bytes:
         """The answer to one APDU."""
         if self.secured:
-            await self.server.counters.prepare(self.server.system_title)
+            await self.server.counters.reserve(self.server.system_title, SERVER_NEED)
         before = self.codec.state
         try:
             event = self.codec.receive_apdu(apdu)
@@ -177,18 +178,28 @@ class Association:
             return codec.answer_get_list([await self._get_in_list(item.attribute, item.access, context)
                                           for item in request.attributes])
         if self.secured:
-            await self.server.counters.flush()  # a replay must not repeat a change after a crash
+            await self.server.counters.save()  # a replay must not repeat a change after a crash
         if isinstance(request, SetRequestNormal):
-            return codec.answer_set(await _write(context, request.attribute, request.value))
+            return codec.answer_set(await self._write(context, request.attribute, request.value))
         if isinstance(request, SetRequestWithList):
-            return codec.answer_set_list([await _write(context, item.attribute, value)
+            return codec.answer_set_list([await self._write(context, item.attribute, value)
                                           for item, value in zip(request.attributes, request.values, strict=True)])
         if isinstance(request, ActionRequestNormal):
-            return codec.answer_action(*await _act(context, request.method, request.parameters))
+            return codec.answer_action(*await self._act(context, request.method, request.parameters))
         assert isinstance(request, ActionRequestWithList)
-        return codec.answer_action_list([ActionResponseItem(*await _act(context, method, parameters))
+        return codec.answer_action_list([ActionResponseItem(*await self._act(context, method, parameters))
                                          for method, parameters in zip(request.methods, request.parameters,
                                                                        strict=True)])
+
+    async def _write(self, context: Request, attribute: AttributeDescriptor, value) -> DataAccessResult:
+        """A SET: carried out on the meter itself on a meter's logical device (see
+        :mod:`~gateway.uplinks.dlms_server.relay`), else by the object here."""
+        relayed = await self.server.pass_through(context, attribute, value)
+        return await _write(context, attribute, value) if relayed is None else relayed
+
+    async def _act(self, context: Request, method: MethodDescriptor, parameters) -> tuple[ActionResult, object]:
+        relayed = await self.server.pass_through(context, method, parameters)
+        return await _act(context, method, parameters) if relayed is None else relayed
 
     def _failed(self, request) -> bytes:
         codec = self.codec
