@@ -261,7 +261,7 @@ class DlmsPushReceiver:
         sensor.missed_intervals = 0
         sensor.last_heard, sensor.last_heard_at = at, loop.time()
         try:
-            notification, flags = await self._open(sensor, envelope)
+            notification, flags, accepted = await self._open(sensor, envelope)
         except DLMSError as exc:
             events += self._refused(sensor, exc, at)
             await self._sink.commit(events)
@@ -276,11 +276,15 @@ class DlmsPushReceiver:
         if readings:
             sensor.readings = readings
         self.counters["readings"] += len(readings)
-        await self._sink.commit([*readings, *events])
+        # The counter is committed with the push's readings: a crash keeps both or neither, so
+        # a push is never counted as seen without being stored.
+        await self._sink.commit([*readings, *events], state=dict([accepted]))
 
-    async def _open(self, sensor: PushSensor, envelope: GeneralGloCiphering) -> tuple[DataNotification, tuple[str, ...]]:
+    async def _open(self, sensor: PushSensor, envelope: GeneralGloCiphering
+                    ) -> tuple[DataNotification, tuple[str, ...], tuple[str, str]]:
         """Check and decipher a sensor's push: its keys, then (in the overlap) its
-        previous ones; the counter must be above the last accepted."""
+        previous ones; the counter must be above the last accepted. Also the state entry
+        ``(key, counter)`` to commit with its readings."""
         attempts = [(sensor.keys, counter_key(sensor.config), ())]
         if sensor.previous is not None and _before(sensor.config.key_overlap_until, self._clock()):
             attempts.append((sensor.previous, counter_key(sensor.config, previous=True), ("previous_key",)))
@@ -294,8 +298,7 @@ class DlmsPushReceiver:
             except DLMSSecurityError as exc:
                 failure = failure or exc
                 continue
-            await self.state.set_state(key, str(plain.invocation_counter))
-            return _notification(plain.apdu), flags
+            return _notification(plain.apdu), flags, (key, str(plain.invocation_counter))
         assert failure is not None
         raise failure
 
