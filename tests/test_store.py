@@ -106,7 +106,11 @@ def same_value(a, b) -> bool:
         return False
     if isinstance(a, Decimal):
         return a.as_tuple() == b.as_tuple() or (a.is_nan() and str(a) == str(b))
-    return a == b and str(a) == str(b) if not isinstance(a, (datetime, time)) or a.tzinfo is None else a == b
+    if not isinstance(a, (datetime, time)) or a.tzinfo is None:
+        return a == b and str(a) == str(b)
+    # The same wall clock and the same offset: that is the same instant. (== across zones is
+    # not enough: PEP 495 makes a time in a DST gap unequal to every other zone's.)
+    return a.replace(tzinfo=None) == b.replace(tzinfo=None) and a.utcoffset() == b.utcoffset()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
