@@ -294,8 +294,9 @@ class Gateway:
             # them fail and restart alone, never the whole gateway (DESIGN.md).
             helpers = {"helper housekeeping": self._housekeeping, "helper events": self._write_events,
                        "helper watchdog": lambda: self.notifier.watchdog(self.store_answers),
-                       "helper control": self._serve_control, "helper reload": self._reload_on_request,
-                       "helper operations": self.relay.run}
+                       "helper control": self._serve_control, "helper reload": self._reload_on_request}
+            if self.relay is not None:  # None in a gateway built without run() (tests of supervision)
+                helpers["helper operations"] = self.relay.run
             if self.lifecycle is not None:
                 helpers["helper lifecycle"] = self.lifecycle.run
             for name, factory in helpers.items():
