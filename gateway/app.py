@@ -36,7 +36,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway import __version__
-from gateway.clock import ClockWatch
+from gateway.clock import ClockWatch, time_quality
 from gateway.collectors.base import Collector, StateStore
 from gateway.collectors.health import Thresholds
 from gateway.config import Bus, GatewayConfig
@@ -56,6 +56,7 @@ COLLECTORS = {
     "dlms": "gateway.collectors.dlms:DlmsCollector",
     "wmbus": "gateway.collectors.wmbus:WMBusReceiver",
     "modbus": "gateway.collectors.modbus:ModbusCollector",
+    "dlms-push": "gateway.collectors.dlms_push:DlmsPushReceiver",
 }
 
 STATUS_FILE = "status.json"
@@ -84,18 +85,26 @@ class StoreSink:
     When the disk is full the store has already tried to make room by dropping the oldest
     records (with events); if the write still fails the caller waits here, so the bus stops
     polling instead of collecting data that could not be kept, and resumes when space returns.
+    ``tag`` (the device lifecycle's tagger) sees every batch first: it tags the readings of
+    registered devices and adds the events their flags and clocks raise.
     """
 
     def __init__(self, store: Any, listeners: Sequence[Callable[[Sequence[Record], list[int]], None]] = (),
-                 *, retry_s: float = 5.0) -> None:
+                 *, retry_s: float = 5.0,
+                 tag: Callable[[Sequence[Record]], Awaitable[list[Record]]] | None = None) -> None:
         self.store = store  # swapped when a new configuration moves the store
         self._listeners = list(listeners)
         self._retry_s = retry_s
+        self.tag = tag
         self.waiting_for_space = False
 
-    async def commit(self, records: Sequence[Record], *, state: Mapping[str, str] | None = None) -> None:
+    async def commit(self, records: Sequence[Record], *, state: Mapping[str, str] | None = None) -> list[int]:
+        """Store ``records`` (tagged) and ``state`` in one transaction; the records' sequence numbers."""
         if not records and not state:
-            return
+            return []
+        count = len(records)  # the tagger keeps them in order and adds its events after them
+        if self.tag is not None and records:
+            records = await self.tag(records)
         while True:
             try:
                 seqs = await self.store.append(records, state=state)
@@ -108,6 +117,7 @@ class StoreSink:
         self.waiting_for_space = False
         for listener in self._listeners:
             listener(records, seqs)
+        return seqs[:count]
 
 
 def _collector_class(protocol: str) -> Any:
@@ -200,6 +210,7 @@ class Gateway:
         self._apply_lock = asyncio.Lock()
         self._reload_wanted = asyncio.Event()
         self._metrics: Any = None
+        self.lifecycle: Any = None
         self._status_failing = False
         #: Events taken from the queue but not yet committed (kept across a writer restart).
         self._unwritten: list[Event] = []
@@ -216,8 +227,12 @@ class Gateway:
         self.store = store = await _open_store(config)
         try:
             self.key = await self._load_key(config)
-            self.sink = sink = StoreSink(store, self.listeners)
-            self.collectors = build_collectors(config, sink, state=store)
+            from gateway.lifecycle.service import DeviceLifecycle
+
+            self.lifecycle = DeviceLifecycle(self)
+            await self.lifecycle.start()
+            self.sink = sink = StoreSink(store, self.listeners, tag=self.lifecycle.tagger.tag)
+            self.collectors = [self._hooked(c) for c in build_collectors(config, sink, state=store)]
             self.relay = self._operations_relay()
             self.uplinks = [self._uplink(uplink, store, self.key) for uplink in uplink_configs(config)]
             self._fingerprints = {
@@ -282,6 +297,8 @@ class Gateway:
                        "helper control": self._serve_control, "helper reload": self._reload_on_request}
             if self.relay is not None:  # None in a gateway built without run() (tests of supervision)
                 helpers["helper operations"] = self.relay.run
+            if self.lifecycle is not None:
+                helpers["helper lifecycle"] = self.lifecycle.run
             for name, factory in helpers.items():
                 self._start(name, factory)
             self._start_metrics(self.config)
@@ -347,6 +364,28 @@ class Gateway:
                                  details={"child": child.name, "restarts": child.restarts}))
 
         await supervise(state, factory, on_failure=report)
+
+    # -- the device lifecycle's host ----------------------------------------------------------
+
+    def _hooked(self, collector: Collector) -> Collector:
+        """A collector that tells the lifecycle about the devices it hears and is not
+        configured for."""
+        if hasattr(collector, "on_discovery") and self.lifecycle is not None:
+            collector.on_discovery = self.lifecycle.discovered
+        return collector
+
+    async def commit(self, records: Sequence[Record]) -> list[int]:
+        """Store records as the collectors do (tagged); their sequence numbers."""
+        assert self.sink is not None
+        return await self.sink.commit(records)
+
+    async def apply_registry(self, source: str, actor: str) -> dict[str, Any]:
+        """Run the configuration again with the registry as it is now (a device went into
+        or out of service), transactionally."""
+        if self.config_text is None:
+            raise GatewayError("this gateway was not started from a configuration text; devices cannot be put "
+                               "into service")
+        return await self.apply(self.config_text, source, actor=actor)
 
     # -- events -------------------------------------------------------------------------------
 
@@ -446,6 +485,7 @@ class Gateway:
             "config": {"hash": active.get("hash"), "number": active.get("number"),
                        "applied_at": active.get("applied_at"), "source": active.get("source")},
             "signing_kid": getattr(self.key, "kid", None),
+            "clock": await asyncio.to_thread(time_quality),
             "store": store_stats,
             "buses": {c.name: c.status() for c in self.collectors},
             "uplinks": {u.name: u.status() for u in self.uplinks if hasattr(u, "status")},
@@ -514,6 +554,7 @@ class Gateway:
             on_demand_read=self.read_now,
             on_connection=self._uplink_connection(uplink_config.name, f"{uplink_config.host}:{uplink_config.port}"),
             commands={"config": self._remote_config_command(uplink_config),
+                      **self._remote_device_commands(uplink_config),
                       **mqtt_commands(self.relay, uplink_config.name)},
         )
 
@@ -553,6 +594,27 @@ class Gateway:
             return result
 
         return config_command
+
+    def _remote_device_commands(self, uplink_config: Any) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
+        """The ``devices.*`` commands for the HES; those that change a device only with
+        ``allow_remote_devices`` on the uplink (each one audited, as the device's life is)."""
+        from gateway.lifecycle.commands import READ_ONLY, device_commands
+        from gateway.uplinks.commands import CommandError
+
+        if self.lifecycle is None:
+            return {}
+        actor = f"hes via {uplink_config.name}"
+        handlers = device_commands(self.lifecycle, lambda _args: actor)
+
+        def guarded(name: str, handler: Callable[[dict[str, Any]], Awaitable[Any]]) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+            async def command(args: dict[str, Any]) -> Any:
+                if name not in READ_ONLY and not uplink_config.allow_remote_devices:
+                    raise CommandError(f"{name} is not allowed on uplink {uplink_config.name} (set "
+                                       "allow_remote_devices = true in its [[uplinks.mqtt]])")
+                return await handler(args)
+            return command
+
+        return {name: guarded(name, handler) for name, handler in handlers.items()}
 
     async def _audit_remote(self, command: str, uplink: str, *, ok: bool) -> None:
         from gateway.audit import record
@@ -658,7 +720,8 @@ class Gateway:
             changed = {name for name, print_ in wanted.items() if self._fingerprints.get(name) != print_}
             built_buses = {f"bus {b.name}": b for b in new.buses if f"bus {b.name}" in changed}
             self.config = new  # the uplinks' status and topics follow the new configuration
-            new_collectors = [build_collector(new, bus, self.sink, self.store) for bus in built_buses.values()]
+            new_collectors = [self._hooked(build_collector(new, bus, self.sink, self.store))
+                              for bus in built_buses.values()]
             new_uplinks = []
             for uplink in uplink_configs(new):
                 if f"uplink {uplink.name}" in changed:
@@ -753,8 +816,12 @@ class Gateway:
         async def status(_args: dict[str, Any]) -> Any:
             return await self.status()
 
+        from gateway.lifecycle.commands import device_commands
+
+        devices = {} if self.lifecycle is None else device_commands(self.lifecycle,
+                                                                    lambda args: str(args.get("actor", "local")))
         router = CommandRouter({"config": config, "reload": reload, "keys.rotate": rotate, "audit": audit,
-                                "status": status, **control_commands(self.relay)}, timeout_s=600)
+                                "status": status, **devices, **control_commands(self.relay)}, timeout_s=600)
         try:
             async with serve(self.config.state_dir, router):
                 await asyncio.Event().wait()

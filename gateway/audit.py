@@ -1,8 +1,9 @@
 """The audit log: an append-only, hash-chained record of security-relevant actions.
 
 What is audited: signing key generation and rotation, meter keys imported or replaced,
-meters registered or removed, configurations applied, and remote commands that change the
-gateway. Each entry is ``{id, at, action, actor, details, prev, hash}`` where ``hash`` is
+meters registered or removed, configurations applied, remote commands that change the
+gateway, and every step of a device's life (``device_*``: discovered, installed,
+commissioned, exchanged, re-keyed, calibrated …, each sent as its ``device.*`` event). Each entry is ``{id, at, action, actor, details, prev, hash}`` where ``hash`` is
 SHA-256 over the canonical JSON of the other fields, ``prev`` the hash of the entry before
 (empty for the first): changing or deleting an entry in the middle breaks every hash after
 it (:func:`verify_chain`), and the newest hash travels to the HES in each ``audit.*`` event,
@@ -36,6 +37,10 @@ ACTIONS = {
     "meter_removed": "audit.meter_removed",
     "config_applied": "audit.config_applied",
     "remote_command": "audit.remote_command",
+    # the device lifecycle: each transition is one audit entry, sent as its device.* event
+    **{f"device_{name}": f"device.{name}" for name in (
+        "discovered", "installed", "commissioned", "commissioning_failed", "in_service", "suspended", "faulty",
+        "exchanged", "decommissioned", "rekeyed", "key_switched", "calibration_started", "calibrated")},
 }
 
 
@@ -66,10 +71,15 @@ def local_actor() -> str:
 
 
 def audit_event(entry: dict[str, Any]) -> Event:
-    details = {key: value if isinstance(value, int) else str(value) for key, value in entry["details"].items()}
-    return make_event(ACTIONS[entry["action"]], f"audit #{entry['id']}: {entry['action']} by {entry['actor']}",
-                      source="audit", details={**details, "actor": entry["actor"], "audit_id": entry["id"],
-                                               "audit_hash": entry["hash"]})
+    """The event of an audit entry; a device lifecycle entry's event names the device
+    (``details["device"]``, the identity its readings carry) and says what happened."""
+    details = {key: value if isinstance(value, int) else str(value) for key, value in entry["details"].items()
+               if key != "message"}
+    message = entry["details"].get("message") or f"{entry['action']} by {entry['actor']}"
+    return make_event(ACTIONS[entry["action"]], f"audit #{entry['id']}: {message}", source="audit",
+                      device=entry["details"].get("device") or None,
+                      details={**details, "actor": entry["actor"], "audit_id": entry["id"],
+                               "audit_hash": entry["hash"]})
 
 
 async def record(store: Any, action: str, actor: str, details: dict[str, Any]) -> dict[str, Any]:

@@ -36,3 +36,36 @@ class ClockWatch:
         if abs(step) <= self.threshold_s:
             return None
         return ClockStep(step, datetime.fromtimestamp(now - step, timezone.utc), datetime.fromtimestamp(now, timezone.utc))
+
+
+#: adjtimex(2): the kernel's clock state TIME_ERROR (5) means "not synchronised"
+#: (STA_UNSYNC set); ``struct timex`` is 208 bytes on 64-bit Linux, ``maxerror`` (µs) at
+#: offset 24. ``modes = 0`` (a zeroed structure) only reads.
+TIME_ERROR = 5
+TIMEX_SIZE = 256
+MAXERROR_OFFSET = 24
+#: systemd-timesyncd touches this file once it has synchronised the clock.
+TIMESYNC_FLAG = "/run/systemd/timesync/synchronized"
+
+
+def time_quality(flag_file: str = TIMESYNC_FLAG) -> dict[str, object]:
+    """Whether the gateway's own clock is synchronised (part of the status: readings are
+    stamped with it): ``{"synchronized": bool | None, "source", "max_error_ms"}``. From
+    the kernel (adjtimex, as ``timedatectl`` reports "System clock synchronized"), else
+    from systemd-timesyncd's flag file (a sandbox may refuse adjtimex), else unknown."""
+    import ctypes
+    import struct
+    from pathlib import Path
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        buffer = ctypes.create_string_buffer(TIMEX_SIZE)
+        state = libc.adjtimex(buffer)
+    except (OSError, AttributeError):
+        state = -1
+    if state >= 0:
+        (max_error_us,) = struct.unpack_from("@l", buffer.raw, MAXERROR_OFFSET)
+        return {"synchronized": state != TIME_ERROR, "source": "adjtimex", "max_error_ms": max_error_us // 1000}
+    if Path(flag_file).exists():
+        return {"synchronized": True, "source": "systemd-timesyncd", "max_error_ms": None}
+    return {"synchronized": None, "source": "unknown", "max_error_ms": None}

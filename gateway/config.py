@@ -16,6 +16,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
@@ -121,6 +122,9 @@ class MqttUplink(Model):
     allow_plaintext: bool = Field(False, description="permit mqtt:// to a non-loopback broker (not recommended)")
     allow_remote_config: bool = Field(False, description="accept the `config` command (a new configuration as TOML) "
                                                          "from the HES over this uplink")
+    allow_remote_devices: bool = Field(False, description="accept the devices.* commands that change a device "
+                                                          "(commission, exchange, rekey …) from the HES over this "
+                                                          "uplink; devices.list and devices.show are always answered")
     batch_size: int = Field(500, ge=1, le=10_000, description="records per MQTT message")
     keepalive_s: int = Field(30, ge=5, le=3600)
     connect_timeout_s: float = Field(10, gt=0)
@@ -418,7 +422,33 @@ class ModbusLine(SerialOrTcp, BusHealth):
         return value
 
 
-Bus = Annotated[Union[MBusBus, DlmsLine, WMBusDongle, ModbusLine], Field(discriminator="protocol")]
+class DlmsPushListener(BusHealth):
+    """Where DLMS/COSEM devices that send on their own (battery-powered remote sensors:
+    gas volume, temperature, pressure; meters with a push setup) deliver their
+    DataNotifications: a TCP port speaking the IEC 62056-47 wrapper. Each push must be
+    ciphered with general-glo-ciphering, which names the sensor by its system title."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["dlms-push"]
+    listen: str = Field("0.0.0.0:4060", description="HOST:PORT to listen on (sensors connect here)")
+    max_connections: int = Field(64, ge=1, le=4096)
+    idle_timeout_s: float = Field(120, gt=0, le=86400, description="close a connection silent for this long")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _host_port(value)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+Bus = Annotated[Union[MBusBus, DlmsLine, WMBusDongle, ModbusLine, DlmsPushListener], Field(discriminator="protocol")]
 
 
 class Schedule(Model):
@@ -519,6 +549,16 @@ class DlmsMeter(Model):
     event_logs: list[str] = Field(default_factory=list, description="OBIS codes of event logs (Profile Generic)")
     clock_sync: DlmsClockSync | None = None
     schedule: Schedule = Field(default_factory=Schedule)
+    kek_file: str | None = Field(None, description="master key (KEK), 32 hex digits: wraps new keys in a key "
+                                                   "transfer (`gateway devices rekey`)")
+    security_setup: str = Field("0.0.43.0.0.255", description="the security setup object (class 64) of this "
+                                                              "client's association, for key transfers")
+    previous_ek_file: str | None = Field(None, description="the keys before the last key transfer, still tried "
+                                                           "until key_overlap_until")
+    previous_ak_file: str | None = None
+    key_overlap_until: datetime | None = Field(None, description="until when the previous keys are tried")
+    key_generation: int = Field(0, ge=0, description="counts key transfers; the meter's invocation counters are "
+                                                     "kept per key generation")
 
     @field_validator("objects", "event_logs")
     @classmethod
@@ -550,7 +590,13 @@ class DlmsMeter(Model):
         return self
 
     def key_files(self) -> dict[str, str]:
-        return {name: getattr(self, name) for name in ("ek_file", "ak_file") if getattr(self, name) is not None}
+        return {name: getattr(self, name) for name in ("ek_file", "ak_file", "kek_file", "previous_ek_file",
+                                                       "previous_ak_file") if getattr(self, name) is not None}
+
+    @field_validator("security_setup")
+    @classmethod
+    def _security_setup(cls, value: str) -> str:
+        return _obis_text(value)
 
 
 def derived_system_title(gateway_id: str) -> bytes:
@@ -607,6 +653,10 @@ class WMBusMeter(Model):
                                                    "service can read; absent: the meter sends plaintext")
     expected_interval_s: float = Field(gt=0, le=31 * 86400, description="how often the meter transmits")
     not_heard_after: int = Field(3, ge=1, le=1000, description="comm.not_heard after this many intervals of silence")
+    previous_key_file: str | None = Field(None, description="the key the meter used before it was re-keyed, still "
+                                                            "accepted until key_overlap_until")
+    key_overlap_until: datetime | None = Field(None, description="until when previous_key_file is tried (ISO 8601 "
+                                                                 "with offset)")
 
     @field_validator("id")
     @classmethod
@@ -666,7 +716,43 @@ class ModbusMeter(Model):
         return self
 
 
-Meter = Annotated[Union[MBusMeter, DlmsMeter, WMBusMeter, ModbusMeter], Field(discriminator="protocol")]
+class DlmsPushMeter(Model):
+    """A DLMS/COSEM device that pushes DataNotifications to a ``dlms-push`` listener,
+    recognised by its system title. ``objects`` is its push object list (Blue Book 4.4.8,
+    the push setup's push_object_list): one ``OBIS:CLASS:ATTR`` per element of the
+    notification body, in order; a register's scaler_unit (attribute 3) in the list scales
+    its value (attribute 2); a class 40 element (the push setup's own name) is skipped."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    protocol: Literal["dlms-push"]
+    bus: str
+    system_title: str = Field(description="the device's system title, 16 hex digits (it names its pushes)")
+    ek_file: str = Field(description="its global unicast encryption key, 32 hex digits")
+    ak_file: str = Field(description="its authentication key, 32 hex digits")
+    security: Literal["authenticated+encrypted", "authenticated"] = Field(
+        "authenticated+encrypted", description="the protection each push must carry")
+    objects: list[str] = Field(min_length=1, description="the push object list, OBIS:CLASS:ATTR each")
+    expected_interval_s: float = Field(gt=0, le=31 * 86400, description="how often the device pushes")
+    not_heard_after: int = Field(3, ge=1, le=1000, description="comm.failed after this many intervals of silence")
+    previous_ek_file: str | None = None
+    previous_ak_file: str | None = None
+    key_overlap_until: datetime | None = None
+    key_generation: int = Field(0, ge=0, description="counts key changes; invocation counters are kept per generation")
+
+    @field_validator("system_title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        if not _HEX_TITLE.fullmatch(value):
+            raise ValueError("must be 16 hex digits (8 bytes)")
+        return value.upper()
+
+    @field_validator("objects")
+    @classmethod
+    def _object_list(cls, value: list[str]) -> list[str]:
+        return [_obis_text(item) for item in value]
+
+
+Meter = Annotated[Union[MBusMeter, DlmsMeter, WMBusMeter, ModbusMeter, DlmsPushMeter], Field(discriminator="protocol")]
 
 
 class MetricsSection(Model):
@@ -694,6 +780,20 @@ class MetricsSection(Model):
     @property
     def port(self) -> int:
         return int((self.listen or ":0").rpartition(":")[2])
+
+
+class DevicesSection(Model):
+    """The device lifecycle (`gateway devices`): discovery, commissioning, key changes."""
+
+    discover: bool = Field(True, description="register devices heard on the air (and not configured) as "
+                                             "discovered, with a device.discovered event")
+    commission_wait_s: float = Field(240, gt=0, le=86400, description="commissioning waits this long for a wireless "
+                                                                      "device's telegram (it cannot be asked); an HES "
+                                                                      "command is answered within 300 s")
+    key_overlap_s: float = Field(7 * 86400, ge=0, le=366 * 86400, description="after a key change the previous key "
+                                                                                "is still accepted this long")
+    clock_tolerance_s: float = Field(60, gt=0, description="a device clock further off than this is drift (a "
+                                                           "device's declaration may say otherwise)")
 
 
 #: Operation names a permission may grant (gateway/operations/named.py) and ``cancel``.
@@ -752,6 +852,7 @@ class GatewayConfig(Model):
     buses: list[Bus] = Field(default_factory=list)
     meters: list[Meter] = Field(default_factory=list)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    devices: DevicesSection = Field(default_factory=DevicesSection)
     operations: OperationsSection = Field(default_factory=OperationsSection)
 
     @model_validator(mode="before")
@@ -987,7 +1088,7 @@ def error_reason(error: dict[str, Any]) -> str:
 
 
 # pydantic puts the discriminator value in the location of union members; it is no field.
-_UNION_TAGS = {"mbus", "dlms", "wmbus", "modbus"}
+_UNION_TAGS = {"mbus", "dlms", "wmbus", "modbus", "dlms-push"}
 
 
 def _dotted(loc: list[Any]) -> str:

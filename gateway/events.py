@@ -79,6 +79,39 @@ EVENTS: Mapping[str, EventKind] = {
                                      "request, exception_code, exception"),
     "dongle.reset": EventKind(W, "a silent radio dongle was reopened and initialised again; details: "
                                  "silent_s, resets"),
+    "meter.alarm": EventKind(W, "a device's status or error flags changed (EN 13757-3 status byte: application "
+                                "busy/error, power low, permanent/temporary error, manufacturer bits; an error flags "
+                                "record); raised on change, not per telegram; details: meter, device, status, set, "
+                                "cleared"),
+    # -- the device lifecycle (each one the event of an audit entry: details also carry actor,
+    #    audit_id and audit_hash) -------------------------------------------------------------
+    "device.discovered": EventKind(I, "a device was heard on the air or found by a bus scan and registered as "
+                                      "discovered (nothing of it is stored until it is installed); details: name, "
+                                      "device, manufacturer, id, version, device_type, bus, first_seen, how"),
+    "device.installed": EventKind(I, "a device was bound to a metering point and its keys installed; details: "
+                                     "name, point, device"),
+    "device.commissioned": EventKind(I, "a device passed its commissioning checks (authenticated read, identity, "
+                                        "clock, metrological identification); details: name, point, device, checks"),
+    "device.commissioning_failed": EventKind(W, "a commissioning check failed; the device stays installed; details: "
+                                                "name, point, check, reason"),
+    "device.in_service": EventKind(I, "a device is read by the running configuration (after commissioning, a "
+                                      "suspension or a fault); details: name, point, previous"),
+    "device.suspended": EventKind(W, "a device is no longer read, until resumed; details: name, point, reason"),
+    "device.faulty": EventKind(E, "a device reports a permanent error (M-Bus status byte); it is still read, and "
+                                  "in service again when the error clears; details: name, point, reason"),
+    "device.exchanged": EventKind(W, "a device was replaced at its metering point; details: name, point, "
+                                     "replaced_by, final_seq, final_reading, first_seq, first_reading"),
+    "device.decommissioned": EventKind(W, "a device was taken out of service for good; details: name, point, "
+                                          "final_seq, final_reading"),
+    "device.rekeyed": EventKind(W, "a device got new keys (DLMS: transferred with global_key_transfer; wireless: "
+                                   "installed in the gateway); the previous key is accepted until overlap_until; "
+                                   "details: name, method, generation, overlap_until"),
+    "device.key_switched": EventKind(I, "a re-keyed device was read under its new key for the first time; details: "
+                                        "name, generation"),
+    "device.calibration_started": EventKind(W, "a device is being calibrated: its readings are flagged "
+                                               "`calibration` until it ends; details: name, point, before"),
+    "device.calibrated": EventKind(I, "a calibration ended and its record was kept; details: name, point, "
+                                      "certificate, before, after"),
     # -- the store -------------------------------------------------------------------------
     "store.dropped": EventKind(W, "the oldest records were dropped (age, size or full disk); error when "
                                   "unsent ones were among them; details: reason, count, per device"),

@@ -72,6 +72,19 @@ def dlms_device_id(logical_device_name: str) -> str:
     return f"dlms-{logical_device_name}"
 
 
+#: ``Reading.protection``: what protected the frame a value came from, as received —
+#: ``PROTECTION:MECHANISM`` (``none`` alone when nothing did).
+PROTECTIONS = {
+    "none": "no cryptographic protection",
+    "encrypted:wmbus-mode5": "wireless M-Bus TPL security mode 5 (AES-128-CBC; no MAC)",
+    "encrypted:wmbus-ell": "wireless M-Bus ELL encryption (AES-128-CTR; no MAC)",
+    "authenticated+encrypted:wmbus-mode7": "wireless M-Bus mode 7 (AES-128-CBC, AFL CMAC verified)",
+    "authenticated:dlms-suite0": "DLMS/COSEM suite 0, GMAC tag checked (Green Book 9.2.7)",
+    "encrypted:dlms-suite0": "DLMS/COSEM suite 0, AES-GCM encryption without tag",
+    "authenticated+encrypted:dlms-suite0": "DLMS/COSEM suite 0, AES-GCM with tag checked",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One measured value of one device at one time.
@@ -80,6 +93,11 @@ class Reading:
     make it so: storage number, tariff, subunit, function); ``obis`` is set where an OBIS
     code applies. ``status`` holds the device's own status/error flags untouched (hex or the
     device's text); ``raw`` is the frame the value came from, kept for audit.
+
+    The device lifecycle (:mod:`gateway.lifecycle`) adds: ``point``, the metering point the
+    device serves; ``metrological``, whether the value is legally relevant (billing) by the
+    device's declaration (None: undeclared); ``protection``, how the frame was protected as
+    received (:data:`PROTECTIONS`, set by the collector); ``flags`` such as ``calibration``.
     """
 
     device: str
@@ -91,6 +109,10 @@ class Reading:
     obis: str | None = None
     status: str | None = None
     raw: bytes | None = None
+    point: str | None = None
+    metrological: bool | None = None
+    protection: str | None = None
+    flags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.captured_at.tzinfo is None:

@@ -1,7 +1,11 @@
 """What leaves for the HES: one record as a JSON object, a batch as compact JSON bytes.
 
 Values travel exactly (``model.value_text``: decimal strings, ISO 8601, hex); nothing is
-omitted, a missing field is an explicit ``null``. The HES drops duplicates by
+omitted, a missing field is an explicit ``null``. A reading carries the device lifecycle's
+tags (:mod:`gateway.lifecycle`): ``point`` (the metering point, null for a device that serves
+none), ``metrological`` (true/false by the device's declaration, null when undeclared),
+``protection`` (how its frame was protected as received, ``model.PROTECTIONS``) and
+``flags`` (a list: ``calibration``, ``commissioning``, ``previous_key``). The HES drops duplicates by
 (``gateway``, ``seq``).
 """
 
@@ -29,6 +33,10 @@ def record_json(stored: StoredRecord) -> dict[str, Any]:
             "meter_time": value_text(record.meter_time),
             "captured_at": value_text(record.captured_at),
             "status": record.status,
+            "point": record.point,
+            "metrological": record.metrological,
+            "protection": record.protection,
+            "flags": list(record.flags),
         }
     return {
         "seq": stored.seq,

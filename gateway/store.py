@@ -104,7 +104,18 @@ from gateway.model import Event, Reading, Record, Severity, StoredRecord, utc_no
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: What each schema version adds to the one before: run in order on an older store when it
+#: is opened for writing (one transaction per step), so existing stores open and keep
+#: their records. A store opened read-only is not migrated: it reads the columns it has.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2: the device lifecycle's tags of a reading (gateway/lifecycle): the metering point,
+    # whether it is metrological (legally relevant), how its frame was protected, flags
+    2: tuple(f"ALTER TABLE records ADD COLUMN {column}" for column in
+             ("point TEXT", "metrological INTEGER", "protection TEXT", "flags TEXT")),
+}
+#: Columns of ``records`` added by migrations, and what a store without them reads instead.
+_LIFECYCLE_COLUMNS = ("point", "metrological", "protection", "flags")
 #: ``records.kind``
 READING, EVENT = 0, 1
 #: Sequence numbers reserved in the side file at a time (one small fsync'd write per block).
@@ -157,7 +168,11 @@ CREATE TABLE IF NOT EXISTS records (
     severity TEXT,
     message TEXT,
     source TEXT,
-    details TEXT                               -- JSON object
+    details TEXT,                              -- JSON object
+    point TEXT,                                -- reading tags (schema 2): metering point,
+    metrological INTEGER,                      -- 1/0 (NULL: undeclared),
+    protection TEXT,                           -- protection of the frame as received,
+    flags TEXT                                 -- comma-separated lifecycle flags
 );
 -- every index entry carries the rowid (seq): this orders entries by (device, seq)
 CREATE INDEX IF NOT EXISTS records_device ON records(device);
@@ -178,12 +193,16 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 """
 
-_INSERT_RECORD = "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_RECORD = "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _RECORD_COLUMNS = (
     "r.seq, r.kind, r.device, r.series, r.value, r.vtype, r.meter_time, r.captured_at,"
-    " r.stored_ms, r.status, r.frame, f.raw, r.code, r.severity, r.message, r.source, r.details"
+    " r.stored_ms, r.status, r.frame, f.raw, r.code, r.severity, r.message, r.source, r.details,"
+    " r.point, r.metrological, r.protection, r.flags"
 )
 _SELECT_RECORDS = f"SELECT {_RECORD_COLUMNS} FROM records r LEFT JOIN frames f ON f.id = r.frame"
+#: The same from a store of schema 1 opened read-only (not migrated): no tags.
+_SELECT_RECORDS_V1 = _SELECT_RECORDS.replace(
+    ", r.point, r.metrological, r.protection, r.flags", ", NULL, NULL, NULL, NULL")
 # series.last_seq is brought up to date lazily (retention, close), not on every append: the
 # readings after meta.newest_mark are few and scanned in seq order
 _NEWEST_SINCE = (
@@ -385,9 +404,12 @@ class _Rows:
         if reading.raw is not None:
             raw = bytes(reading.raw)
             frame = self.frame_ids.get(raw) or self._frame_id(raw)
+        flags = ",".join(reading.flags) if reading.flags else None
+        metrological = None if reading.metrological is None else int(reading.metrological)
         self.rows.append(
             (seq, READING, device, series, value, tag, self.meter_text, self.captured_text, self.stored_ms,
-             reading.status, frame, None, None, None, None, None)
+             reading.status, frame, None, None, None, None, None, reading.point, metrological, reading.protection,
+             flags)
         )  # fmt: skip
 
     def event(self, seq: int, event: Event) -> None:
@@ -396,7 +418,8 @@ class _Rows:
         details = json.dumps(event.details, ensure_ascii=False, separators=(",", ":")) if event.details else None
         self.rows.append(
             (seq, EVENT, device, None, None, None, None, utc_text(event.occurred_at), self.stored_ms, None, None,
-             event.code, Severity(event.severity).value, event.message, event.source, details)
+             event.code, Severity(event.severity).value, event.message, event.source, details, None, None, None,
+             None)
         )  # fmt: skip
 
     def _frame_id(self, raw: bytes) -> int:
@@ -438,6 +461,7 @@ class _SyncStore:
         self._device_names: dict[int, str] = {}
         self._series_ids: dict[tuple[int, str, str | None, str | None], int] = {}
         self._series: dict[int, tuple[int, str, str | None, str | None]] = {}
+        self._tagged: bool | None = None  # whether records has the tag columns (schema 2)
         self._names_stale = True  # records were dropped since devices and series were last pruned
         self.reserve_bytes = min(8 << 20, max(256 << 10, config.max_bytes // 64))
 
@@ -518,6 +542,7 @@ class _SyncStore:
             self._configure(conn)
             self._conn = conn
             self._check_schema_version()  # before touching the schema of a newer gateway's store
+            self._migrate()
             conn.executescript(SCHEMA)
             if self._meta("schema_version") is None:
                 self._set_meta("schema_version", SCHEMA_VERSION)
@@ -577,6 +602,29 @@ class _SyncStore:
                 f"{self.path}: store schema version {version} is newer than this gateway understands "
                 f"({SCHEMA_VERSION}); upgrade the gateway"
             )
+
+    def _migrate(self) -> None:
+        """Bring an older store's schema up to :data:`SCHEMA_VERSION` (:data:`MIGRATIONS`),
+        one version per transaction: a crash in between leaves a store of the step before,
+        migrated again at the next open."""
+        if self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'records'").fetchone() is None:
+            return  # a new store: the schema is created whole
+        version = int(self._meta("schema_version") or 1)
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._transaction():
+                for statement in MIGRATIONS.get(target, ()):
+                    self.conn.execute(statement)
+                self._set_meta("schema_version", target)
+            log.info("store %s: schema migrated to version %d", self.path, target)
+
+    @property
+    def _select_records(self) -> str:
+        """The records query this store's schema answers (a read-only store of schema 1
+        has no tag columns)."""
+        if self._tagged is None:
+            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(records)")}
+            self._tagged = set(_LIFECYCLE_COLUMNS) <= columns
+        return _SELECT_RECORDS if self._tagged else _SELECT_RECORDS_V1
 
     def _open_read_only(self) -> None:
         if not self.path.exists():
@@ -1172,7 +1220,7 @@ class _SyncStore:
     # -- reading --
 
     def read_after(self, seq: int, limit: int) -> list[StoredRecord]:
-        rows = self.conn.execute(f"{_SELECT_RECORDS} WHERE r.seq > ? ORDER BY r.seq LIMIT ?", (seq, limit)).fetchall()
+        rows = self.conn.execute(f"{self._select_records} WHERE r.seq > ? ORDER BY r.seq LIMIT ?", (seq, limit)).fetchall()
         if rows:
             self._make_durable(rows[-1][0])
         return self._rebuild(rows)
@@ -1195,10 +1243,17 @@ class _SyncStore:
             os.close(fd)
         self._durable_seq = target
 
-    def readings_page(self, after: int, device: str | None, limit: int) -> list[StoredRecord]:
-        if device is None:
+    def readings_page(self, after: int, device: str | None, limit: int, point: str | None = None) -> list[StoredRecord]:
+        if point is not None:
+            select = self._select_records
+            if not self._tagged:
+                return []  # a store of schema 1 has no points
             rows = self.conn.execute(
-                f"{_SELECT_RECORDS} WHERE r.seq > ? AND r.kind = {READING} ORDER BY r.seq LIMIT ?", (after, limit)
+                f"{select} WHERE r.seq > ? AND r.kind = {READING} AND r.point = ? ORDER BY r.seq LIMIT ?",
+                (after, point, limit)).fetchall()
+        elif device is None:
+            rows = self.conn.execute(
+                f"{self._select_records} WHERE r.seq > ? AND r.kind = {READING} ORDER BY r.seq LIMIT ?", (after, limit)
             ).fetchall()
         else:
             device_id = self._device_ids.get(device)
@@ -1208,7 +1263,7 @@ class _SyncStore:
                 if device_id is None:
                     return []
             rows = self.conn.execute(
-                f"{_SELECT_RECORDS} WHERE r.device = ? AND r.seq > ? AND r.kind = {READING} ORDER BY r.seq LIMIT ?",
+                f"{self._select_records} WHERE r.device = ? AND r.seq > ? AND r.kind = {READING} ORDER BY r.seq LIMIT ?",
                 (device_id, after, limit),
             ).fetchall()
         return self._rebuild(rows)
@@ -1306,7 +1361,7 @@ class _SyncStore:
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows += conn.execute(f"{_SELECT_RECORDS} WHERE r.seq IN ({marks}) ORDER BY r.seq", chunk).fetchall()
+            rows += conn.execute(f"{self._select_records} WHERE r.seq IN ({marks}) ORDER BY r.seq", chunk).fetchall()
         newest: dict[tuple[str, str], StoredRecord] = {}
         for stored in self._rebuild(rows):
             reading = stored.record
@@ -1317,7 +1372,7 @@ class _SyncStore:
     def _rebuild(self, rows: list[tuple[Any, ...]]) -> list[StoredRecord]:
         out: list[StoredRecord] = []
         frames: dict[int, bytes] = {}
-        for seq, kind, device, series, value, vtype, meter_time, captured, stored_ms, status, frame, raw, code, severity, message, source, details in rows:  # fmt: skip
+        for seq, kind, device, series, value, vtype, meter_time, captured, stored_ms, status, frame, raw, code, severity, message, source, details, point, metrological, protection, flags in rows:  # fmt: skip
             if kind == READING:
                 device_id, quantity, obis, unit = self._series.get(series) or self._reload_series(series)
                 if frame is not None:
@@ -1332,6 +1387,10 @@ class _SyncStore:
                     obis=obis,
                     status=status,
                     raw=raw,
+                    point=point,
+                    metrological=None if metrological is None else bool(metrological),
+                    protection=protection,
+                    flags=tuple(flags.split(",")) if flags else (),
                 )
             else:
                 if device is not None and device not in self._device_names:
@@ -1673,15 +1732,16 @@ class Store:
         return await self._call(self._sync.get_state, key)
 
     async def query_readings(
-        self, *, since_seq: int = 0, device: str | None = None, limit: int | None = None
+        self, *, since_seq: int = 0, device: str | None = None, limit: int | None = None, point: str | None = None
     ) -> AsyncIterator[StoredRecord]:
         """Readings (not events) with a seq above ``since_seq``, ascending, optionally of
-        one device; fetched a page at a time, never all at once."""
+        one device or of one metering point (whichever devices served it); fetched a page
+        at a time, never all at once."""
         after = since_seq
         remaining = limit
         while remaining is None or remaining > 0:
             size = QUERY_PAGE if remaining is None else min(QUERY_PAGE, remaining)
-            page = await self._call(self._sync.readings_page, after, device, size)
+            page = await self._call(self._sync.readings_page, after, device, size, point)
             for stored in page:
                 yield stored
             if len(page) < size:

@@ -43,12 +43,17 @@ def test_a_reading_has_every_field_with_exact_value_and_iso_times():
         "meter_time": "2024-05-01T13:59:00+02:00",
         "captured_at": "2024-05-01T12:00:00+00:00",
         "status": "00",
+        "point": None,
+        "metrological": None,
+        "protection": None,
+        "flags": [],
     }
 
 
 def test_missing_reading_fields_are_explicit_nulls():
     document = record_json(stored(Reading("dev", "q", None, None, AT)))
-    assert [key for key, value in document.items() if value is None] == ["obis", "value", "unit", "meter_time", "status"]
+    assert [key for key, value in document.items() if value is None] == ["obis", "value", "unit", "meter_time", "status",
+                                                                         "point", "metrological", "protection"]
 
 
 @pytest.mark.parametrize(

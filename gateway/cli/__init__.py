@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.cli.wmbus_listen",
     "gateway.cli.demo",
     "gateway.cli.operations",
+    "gateway.cli.devices",
     "gateway.cli.op",
 )
 

@@ -386,11 +386,11 @@ def _change_registry(state: LocalState, args: argparse.Namespace, change: Any) -
     from gateway.registry import MeterRegistry
 
     state_dir = _state_dir(state)
-    registry = MeterRegistry(state_dir)
-    before = registry.path.read_bytes() if registry.path.exists() else None
-    audits = change(registry)
     text, where = _base_text(state, args)
-    registry.save()
+    with MeterRegistry.locked(state_dir) as registry:  # the daemon registers discovered devices meanwhile
+        before = registry.path.read_bytes() if registry.path.exists() else None
+        audits = change(registry)
+        registry.save()
     try:
         effective_config(text, registry.meter_tables(), where)
         _reload(state_dir, quiet=True)

@@ -15,13 +15,15 @@ import sys
 from gateway.cli import Verbs
 from gateway.cli.local_state import add_state_arguments, local_state, open_store
 
-COLUMNS = ("seq", "device", "quantity", "obis", "value", "unit", "meter_time", "captured_at", "status")
+COLUMNS = ("seq", "device", "quantity", "obis", "value", "unit", "meter_time", "captured_at", "status", "point")
 
 
 def register(verbs: Verbs) -> None:
     parser = verbs.verb("readings", show_readings)
     parser.add_argument("--since", metavar="SEQ", type=int, default=0, help="only readings with a sequence number above SEQ")
     parser.add_argument("--device", metavar="D", help="only this device's readings")
+    parser.add_argument("--point", metavar="P", help="only the readings of metering point P (whichever devices "
+                                                     "served it: continuous across an exchange)")
     parser.add_argument("--limit", metavar="N", type=int, help="at most N readings")
     parser.add_argument(
         "--format", choices=("json", "csv", "table"), help="JSON Lines, CSV or a table (default: table on a terminal, else json)"
@@ -39,7 +41,8 @@ async def _show(args: argparse.Namespace, form: str) -> None:
     from gateway.payload import record_json
 
     async with open_store(local_state(args)) as store:
-        rows = (record_json(stored) async for stored in store.query_readings(since_seq=args.since, device=args.device, limit=args.limit))
+        rows = (record_json(stored) async for stored in store.query_readings(since_seq=args.since, device=args.device, limit=args.limit,
+                                                                   point=args.point))
         if form == "json":
             async for row in rows:
                 print_json(row)

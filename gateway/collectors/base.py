@@ -50,6 +50,20 @@ class StateStore(Protocol):
     async def increment_state(self, key: str, by: int = 1) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """A device a collector heard or found and is not configured for (the lifecycle
+    registers it as discovered): the identity its readings would carry, the fields that
+    identify it (manufacturer, id, version, device type; a DLMS device's system title), its
+    ``[[meters]]`` table as far as known, when it was first seen and how (heard, scan)."""
+
+    device: str
+    identity: dict[str, Any]
+    table: dict[str, Any]
+    seen_at: datetime
+    how: str = "heard"
+
+
 class Collector(Protocol):
     """One bus. ``run`` works until cancelled (a failure raises, and the supervisor restarts
     it); ``read_now`` reads one meter ahead of the schedule; ``status`` is for the HES."""
@@ -183,6 +197,14 @@ class PolledBus(ABC, Generic[M]):
             raise KeyError(meter)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._on_demand.append((self._meters[meter], job, future))
+        self._wake.set()
+        return await future
+
+    async def run_exclusive(self, job: Callable[[], Awaitable[T]]) -> T:
+        """Run ``job()`` on the bus as soon as it is free, ahead of scheduled reads, for
+        work that concerns no configured meter (commissioning a new device, a bus scan)."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._on_demand.append((None, lambda _meter: job(), future))  # type: ignore[arg-type]
         self._wake.set()
         return await future
 

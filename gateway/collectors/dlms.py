@@ -25,6 +25,15 @@ raises ``security.refused`` and fails the read; the polling loop raises ``comm.f
 
 Commands: :meth:`DlmsCollector.operate` runs an ACTION (e.g. the disconnect control's
 remote_disconnect / remote_reconnect) on the line ahead of scheduled reads.
+
+Every reading keeps the answer it came in, as received (``raw``: the APDUs, ciphered as
+they arrived) and how that answer was protected (``protection``, from its security control
+byte). The device lifecycle adds: :meth:`DlmsCollector.probe` (the commissioning read of a
+meter that is not configured yet), :meth:`DlmsCollector.transfer_keys` (new keys with the
+security setup's global_key_transfer, wrapped with the KEK) and the key change's overlap: a
+meter whose new keys are refused is associated with its previous keys until
+``key_overlap_until`` (readings flagged ``previous_key``). Invocation counters are kept per
+key generation (a new key starts a new counter, Green Book 9.2.2.3).
 """
 
 from __future__ import annotations
@@ -53,8 +62,15 @@ from gateway.codecs.dlms.security import (
 from gateway.codecs.dlms.selective import CLOCK_TIME
 from gateway.codecs.dlms.services import ActionResult, AttributeDescriptor, MethodDescriptor
 from gateway.collectors.base import PolledBus, Sink, StateStore
-from gateway.collectors.dlms_reader import CosemReader, ReaderCache
-from gateway.collectors.dlms_session import DlmsSession, SessionTarget, dlms_session
+from gateway.collectors.dlms_reader import CosemReader, ReaderCache, apdu_protection
+from gateway.collectors.health import failure_reason
+from gateway.collectors.dlms_session import (
+    AssociationRefused,
+    DataAccessError,
+    DlmsSession,
+    SessionTarget,
+    dlms_session,
+)
 from gateway.collectors.dlms_values import (
     CLOCK,
     CLOCK_CLASS,
@@ -68,7 +84,7 @@ from gateway.collectors.dlms_values import (
 )
 from gateway.config import DlmsLine, DlmsMeter, derived_system_title, read_key, read_secret
 from gateway.dlms_counters import InvocationCounterStore
-from gateway.errors import ConfigError, TransportError
+from gateway.errors import ConfigError, GatewayError, TransportError
 from gateway.model import Event, Reading, Record, Severity, dlms_device_id, utc_now, value_text
 from gateway.transports import LineSettings, Transport, open_transport
 
@@ -100,18 +116,53 @@ def line_settings(line: DlmsLine) -> LineSettings:
 
 @dataclass(frozen=True)
 class MeterSecrets:
-    """A meter's credentials, loaded from its key files once. Never printed."""
+    """A meter's credentials, loaded from its key files once. Never printed.
+    ``previous``: the keys before the last key change, tried until ``previous_until``."""
 
     password: bytes | None = field(default=None, repr=False)
     keys: SecurityKeys | None = field(default=None, repr=False)
+    previous: SecurityKeys | None = field(default=None, repr=False)
+    previous_until: datetime | None = None
 
     @classmethod
     def load(cls, meter: DlmsMeter) -> MeterSecrets:
         password = read_secret(meter.password_file) if meter.password_file else None
-        keys = None
+        keys = previous = None
         if meter.ek_file and meter.ak_file:
             keys = SecurityKeys(read_key(meter.ek_file), read_key(meter.ak_file))
-        return cls(password, keys)
+        if meter.previous_ek_file and meter.previous_ak_file and meter.key_overlap_until is not None:
+            previous = SecurityKeys(read_key(meter.previous_ek_file), read_key(meter.previous_ak_file))
+        return cls(password, keys, previous, meter.key_overlap_until)
+
+    def previous_usable(self, now: datetime) -> bool:
+        until = self.previous_until
+        return self.previous is not None and until is not None and (until.tzinfo is None or now < until)
+
+
+def counter_name(meter: DlmsMeter, *, previous: bool = False) -> str:
+    """Whose incoming invocation counters a session keeps: the meter's, per key generation
+    (generation 0 keeps the plain name, as before any key change)."""
+    generation = meter.key_generation - (1 if previous else 0)
+    return meter.name if generation <= 0 else f"{meter.name}.k{generation}"
+
+
+#: The security setup's method 2, global_key_transfer (Blue Book 4.4.7, class 64 version 1):
+#: array of key_data structure {key_id: enum, key_wrapped: octet-string}, each key wrapped
+#: with the KEK (AES key wrap, RFC 3394; suite 0).
+SECURITY_SETUP_CLASS = 64
+GLOBAL_KEY_TRANSFER = 2
+#: key_id: 0 global unicast encryption key, 1 global broadcast encryption key, 2 authentication key.
+KEY_ID = {"ek": 0, "bk": 1, "ak": 2}
+
+
+def key_transfer_data(keys: dict[str, bytes], kek: bytes) -> Data:
+    """The global_key_transfer parameter: each key wrapped with ``kek``."""
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+    from gateway.codecs.dlms.axdr import array, structure
+
+    return array(*(structure(Data(DataType.ENUM, KEY_ID[name]), octet_string(aes_key_wrap(kek, key)))
+                   for name, key in keys.items()))
 
 
 def client_settings(meter: DlmsMeter, secrets: MeterSecrets, system_title: bytes) -> ClientSettings:
@@ -170,12 +221,10 @@ class DlmsCollector(PolledBus[DlmsMeter]):
         self.state: StateStore = state if state is not None else MemoryState()
         self.invocation_counters = InvocationCounterStore(self.state)
         self._secrets = secrets if secrets is not None else {m.name: MeterSecrets.load(m) for m in meters}
-        # load_config fills system_title from the gateway id; a meter built by hand without
-        # one gets a title derived from the line's name.
-        self._targets = {m.name: session_target(line, m, client_settings(
-            m, self._secrets[m.name], bytes.fromhex(m.system_title) if m.system_title else derived_system_title(line.name)))
-            for m in meters}
+        self._targets = {m.name: self._target(m, self._secrets[m.name]) for m in meters}
         self._cache = {m.name: ReaderCache() for m in meters}
+        #: Flags of the association in progress per meter (``previous_key``).
+        self._flags: dict[str, tuple[str, ...]] = {}
         self._transport: Transport | None = None
         self.link_counters = {"associations": 0, "requests": 0, "continuations": 0, "security_refusals": 0}
 
@@ -212,13 +261,50 @@ class DlmsCollector(PolledBus[DlmsMeter]):
         async with open_transport(line_settings(self.line), tcp=self.line.tcp) as transport:
             yield transport
 
+    def _target(self, meter: DlmsMeter, secrets: MeterSecrets, keys: SecurityKeys | None = None) -> SessionTarget:
+        """How to associate with ``meter`` (with ``keys`` instead of its own, when given).
+        load_config fills system_title from the gateway id; a meter built by hand without
+        one gets a title derived from the line's name."""
+        if keys is not None:
+            secrets = MeterSecrets(secrets.password, keys)
+        title = bytes.fromhex(meter.system_title) if meter.system_title else derived_system_title(self.line.name)
+        return session_target(self.line, meter, client_settings(meter, secrets, title))
+
     @asynccontextmanager
     async def session(self, meter: DlmsMeter) -> AsyncIterator[DlmsSession]:
         """One association with ``meter`` (the line held for its duration); a security
-        refusal is recorded as ``security.refused`` before the error goes on."""
+        refusal is recorded as ``security.refused`` before the error goes on. During a key
+        change's overlap a refusal of the new keys is followed by an association with the
+        previous ones (its readings flagged ``previous_key``); only when both are refused is
+        it a refusal."""
+        secrets = self._secrets.get(meter.name) or MeterSecrets()
+        attempts = [(self._targets.get(meter.name) or self._target(meter, secrets), counter_name(meter), ())]
+        if secrets.previous_usable(self._clock()):
+            attempts.append((self._target(meter, secrets, secrets.previous), counter_name(meter, previous=True),
+                             ("previous_key",)))
+        for number, (target, counters, flags) in enumerate(attempts, start=1):
+            last = number == len(attempts)
+            self._flags[meter.name] = flags
+            yielded = False
+            try:
+                async with self._associated(meter, target, counters, report=last) as session:
+                    yielded = True
+                    yield session
+                return
+            except AssociationRefused as exc:
+                if yielded or last:
+                    raise
+                log.info("line %s: meter %s refused its new keys (%s); its previous keys are tried", self.name,
+                         meter.name, exc)
+            finally:
+                self._flags.pop(meter.name, None)
+
+    @asynccontextmanager
+    async def _associated(self, meter: DlmsMeter, target: SessionTarget, counters: str, *,
+                          report: bool = True) -> AsyncIterator[DlmsSession]:
         try:
             async with self._line() as transport, \
-                    dlms_session(transport, self._targets[meter.name], self.invocation_counters.for_meter(meter.name)) as session:
+                    dlms_session(transport, target, self.invocation_counters.for_meter(counters)) as session:
                 self.link_counters["associations"] += 1
                 try:
                     yield session
@@ -226,6 +312,8 @@ class DlmsCollector(PolledBus[DlmsMeter]):
                     self.link_counters["requests"] += session.requests
                     self.link_counters["continuations"] += session.continuations
         except DLMSSecurityError as exc:
+            if not report and isinstance(exc, AssociationRefused):
+                raise
             self.link_counters["security_refusals"] += 1
             log.warning("line %s: meter %s refused for security: %s", self.name, meter.name, exc)
             await self._sink.commit([self._meter_event(meter, "security.refused", Severity.ERROR,
@@ -297,18 +385,83 @@ class DlmsCollector(PolledBus[DlmsMeter]):
         return read.cache.device
 
     def _meter_event(self, meter: DlmsMeter, code: str, severity: Severity, message: str,
-                     details: dict[str, str | int]) -> Event:
+                     details: dict[str, str | int], device: str | None = None) -> Event:
+        cache = self._cache.get(meter.name)
         return Event(code=code, severity=severity, message=message, occurred_at=self._clock(),
-                     device=self._cache[meter.name].device, source=self.name, details={"meter": meter.name, **details})
+                     device=device or (cache.device if cache else None), source=self.name,
+                     details={"meter": meter.name, **details})
+
+    # -- the device lifecycle -----------------------------------------------------------------
+
+    async def probe(self, meter: DlmsMeter, objects: tuple[ObjectSpec, ...] = ()) -> Probe:
+        """The commissioning read of ``meter`` (a ``[[meters]]`` table that is not
+        configured on this line yet, keys loaded from its files): associate with its keys,
+        read its name, its clock (set when ``clock_sync`` says so and it is off), its
+        configured objects and ``objects`` (metrological identification: firmware version
+        and checksum, which a meter may not have). A failure is the outcome, not an error:
+        :attr:`Probe.failure` says what went wrong (a refused association: its keys)."""
+        return await self.run_exclusive(lambda: self._probe(meter, objects))
+
+    async def _probe(self, meter: DlmsMeter, objects: tuple[ObjectSpec, ...]) -> Probe:
+        secrets = MeterSecrets.load(meter)
+        read: _MeterRead | None = None
+        try:
+            async with self._associated(meter, self._target(meter, secrets), counter_name(meter)) as session:
+                read = _MeterRead(self, meter, session, ReaderCache())
+                records = await read.run(keep_profiles=False)
+                for spec in objects:
+                    try:
+                        records.append(await read.read_object(spec))
+                    except DataAccessError as exc:
+                        log.info("line %s: %s does not have %s: %s", self.name, meter.name, spec.obis, exc)
+        except GatewayError as exc:
+            return Probe(meter.name, read.cache.device if read else None, [], failure=f"{failure_reason(exc)}: {exc}",
+                         reason=failure_reason(exc))
+        readings = [r for r in records if isinstance(r, Reading)]
+        events = [r for r in records if isinstance(r, Event)]
+        return Probe(meter.name, read.cache.device, readings, events, clock_before_s=read.clock_before_s,
+                     clock_after_s=read.clock_after_s)
+
+    async def transfer_keys(self, meter: str, keys: dict[str, bytes], kek: bytes) -> ActionResult:
+        """Give ``meter`` new keys (``{"ek": …, "ak": …}``) with its security setup's
+        global_key_transfer, each wrapped with ``kek``, in an association under its
+        current keys; the meter uses them from its next association. Raises the ACTION's
+        :class:`~gateway.collectors.dlms_session.DataAccessError` when the meter refuses."""
+        async def transfer(config: DlmsMeter) -> ActionResult:
+            method = MethodDescriptor(SECURITY_SETUP_CLASS, Obis.parse(config.security_setup), GLOBAL_KEY_TRANSFER)
+            async with self.session(config) as session:
+                outcome = await session.action(method, key_transfer_data(keys, kek))
+            return outcome.result
+        return await self.run_on_bus(meter, transfer)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The outcome of :meth:`DlmsCollector.probe`: the device's identity, its readings
+    and events (``clock.set``), the clock deviation before and after a set, or why the
+    read failed (``failure``, with the short ``reason`` code of :mod:`.health`)."""
+
+    meter: str
+    device: str | None
+    readings: list[Reading]
+    events: list[Event] = field(default_factory=list)
+    failure: str | None = None
+    reason: str | None = None
+    clock_before_s: float | None = None
+    clock_after_s: float | None = None
 
 
 class _MeterRead(CosemReader):
     """One complete read of one meter inside an association."""
 
-    def __init__(self, collector: DlmsCollector, meter: DlmsMeter, session: DlmsSession) -> None:
-        super().__init__(session, collector._tz, collector._cache[meter.name])
+    def __init__(self, collector: DlmsCollector, meter: DlmsMeter, session: DlmsSession,
+                 cache: ReaderCache | None = None) -> None:
+        super().__init__(session, collector._tz, cache or collector._cache[meter.name])
         self.c = collector
         self.meter = meter
+        self.flags = collector._flags.get(meter.name, ())
+        self.clock_before_s: float | None = None
+        self.clock_after_s: float | None = None
         self.records: list[Record] = []
         self.meter_time: datetime | None = None
         #: One capture time for every reading of this read (profile rows keep their own
@@ -324,11 +477,13 @@ class _MeterRead(CosemReader):
         if self.rows:
             await self.c._sink.commit(self.rows, state=dict(self.marks))
 
-    async def run(self) -> list[Record]:
+    async def run(self, *, keep_profiles: bool = True) -> list[Record]:
         await self.identify()
         await self.read_clock()
         for text in self.meter.objects:
             self.records.append(await self.read_object(parse_object(text)))
+        if not keep_profiles:
+            return self.records
         for profile in self.meter.profiles:
             await self.read_profile(Obis.parse(profile.obis), profile.backfill_s, profile.columns, events=False)
         for log_obis in self.meter.event_logs:
@@ -341,40 +496,46 @@ class _MeterRead(CosemReader):
     async def identify(self) -> None:
         if self.cache.device is None:
             self.cache.device = dlms_device_id(await self.device_name())
-            self.c.health[self.meter.name].device = self.cache.device
+            if self.meter.name in self.c.health:
+                self.c.health[self.meter.name].device = self.cache.device
             # Which configured meter a device is, for those who know only the device (the
             # DLMS server's logical devices, operations addressed by device id).
             await self.c.state.set_state(f"dlms.device.{self.meter.name}", self.cache.device)
 
     def reading(self, spec: ObjectSpec, value, unit: str | None, *, meter_time: datetime | None = None,
-                status: str | None = None, quantity: str | None = None) -> Reading:
+                status: str | None = None, quantity: str | None = None, raw: bytes | None = None,
+                protection: str | None = None) -> Reading:
         return Reading(device=self.cache.device, quantity=quantity or quantity_name(spec.obis, spec.class_id,
                                                                                     spec.attribute),
                        value=value, unit=unit, captured_at=self.captured_at, meter_time=meter_time or self.meter_time,
-                       obis=str(spec.obis), status=status)
+                       obis=str(spec.obis), status=status, raw=raw or None, protection=protection, flags=self.flags)
 
     # -- clock --
 
     async def read_clock(self) -> None:
         spec = ObjectSpec(CLOCK_CLASS, CLOCK, 2)
         data = await self.session.get(AttributeDescriptor(CLOCK_CLASS, CLOCK, 2))
-        before = self._deviation(data)
-        self.records.append(self.reading(spec, self.meter_time, None))
-        self.records.append(self.reading(spec, decimal_seconds(before), "s", quantity="clock_deviation_s"))
+        raw, protection = b"".join(self.session.received), apdu_protection(self.session.received)
+        before = self.clock_before_s = self._deviation(data)
+        self.records.append(self.reading(spec, self.meter_time, None, raw=raw, protection=protection))
+        self.records.append(self.reading(spec, decimal_seconds(before), "s", quantity="clock_deviation_s", raw=raw,
+                                         protection=protection))
         sync = self.meter.clock_sync
         if sync is None or abs(before) <= sync.threshold_s:
             return
         if not sync.set:
             self.records.append(self.c._meter_event(self.meter, "clock.drift", Severity.WARNING,
                                                     f"meter {self.meter.name}: clock off by {before:.1f} s",
-                                                    {"deviation_s": str(decimal_seconds(before))}))
+                                                    {"deviation_s": str(decimal_seconds(before))},
+                                                    device=self.cache.device))
             return
         await self._set_clock(sync.method, data)
-        after = self._deviation(await self.session.get(AttributeDescriptor(CLOCK_CLASS, CLOCK, 2)))
+        after = self.clock_after_s = self._deviation(await self.session.get(AttributeDescriptor(CLOCK_CLASS, CLOCK, 2)))
         self.records.append(self.c._meter_event(
             self.meter, "clock.set", Severity.INFO,
             f"meter {self.meter.name}: clock set ({sync.method}), off by {before:.1f} s before, {after:.1f} s after",
-            {"before_s": str(decimal_seconds(before)), "after_s": str(decimal_seconds(after)), "method": sync.method}))
+            {"before_s": str(decimal_seconds(before)), "after_s": str(decimal_seconds(after)), "method": sync.method},
+            device=self.cache.device))
 
     def _deviation(self, data: Data) -> float:
         """Meter clock minus gateway clock, in seconds; sets ``meter_time``."""
@@ -399,7 +560,8 @@ class _MeterRead(CosemReader):
 
     async def read_object(self, spec: ObjectSpec) -> Reading:
         value = await self.read(spec)
-        return self.reading(spec, value.value, value.unit, meter_time=value.meter_time, status=value.status)
+        return self.reading(spec, value.value, value.unit, meter_time=value.meter_time, status=value.status,
+                            raw=value.raw, protection=value.protection)
 
     # -- profiles and event logs --
 
@@ -419,17 +581,19 @@ class _MeterRead(CosemReader):
             if events:
                 self.rows.append(self._event(obis, moment, row, profile.columns))
             else:
-                self.rows += await self._row_readings(obis, moment, row, profile.columns)
+                self.rows += await self._row_readings(obis, moment, row, profile)
         self.marks.append((key, rows[-1][0].isoformat()))
 
-    async def _row_readings(self, obis: Obis, moment: datetime, row, shown) -> list[Reading]:
+    async def _row_readings(self, obis: Obis, moment: datetime, row, profile) -> list[Reading]:
         readings = []
+        shown = profile.columns
         for column, (value, unit) in zip(shown, await self.column_values(shown, row)):
             if column == CLOCK_TIME:
                 continue
             spec = ObjectSpec(column.class_id, column.logical_name, column.attribute_index)
             quantity = f"{quantity_name(spec.obis, spec.class_id, spec.attribute)};profile={obis.dotted}"
-            readings.append(self.reading(spec, value, unit, meter_time=moment, quantity=quantity))
+            readings.append(self.reading(spec, value, unit, meter_time=moment, quantity=quantity, raw=profile.raw,
+                                         protection=profile.protection))
         return readings
 
     def _event(self, obis: Obis, moment: datetime, row, shown) -> Event:

@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
+from gateway.codecs.dlms.apdu import decode_apdu
 from gateway.codecs.dlms.axdr import Data, DataType
 from gateway.codecs.dlms.dates import CosemDateTime
 from gateway.codecs.dlms.errors import DLMSError
+from gateway.codecs.dlms.security import SC_AUTHENTICATION, SC_ENCRYPTION, SC_SUITE_MASK
 from gateway.codecs.dlms.obis import Obis
 from gateway.codecs.dlms.selective import CLOCK_TIME, CaptureObject, RangeDescriptor
 from gateway.codecs.dlms.services import AttributeDescriptor
@@ -45,14 +47,40 @@ class ReaderCache:
     capture_objects: dict[Obis, tuple[CaptureObject, ...]] = field(default_factory=dict)
 
 
+#: Protection bits of the security control byte → ``Reading.protection`` (Green Book
+#: 9.2.7.2.4; ``model.PROTECTIONS``).
+_PROTECTION_BITS = {SC_AUTHENTICATION: "authenticated", SC_ENCRYPTION: "encrypted",
+                    SC_AUTHENTICATION | SC_ENCRYPTION: "authenticated+encrypted"}
+
+
+def apdu_protection(apdus: list[bytes]) -> str | None:
+    """How an answer was protected as it arrived: from the security control byte of its
+    (first) ciphered APDU, ``authenticated+encrypted:dlms-suite0`` …, or ``none``; None
+    when there is no answer."""
+    if not apdus:
+        return None
+    try:
+        apdu = decode_apdu(apdus[0])
+    except DLMSError:
+        return None
+    control = getattr(apdu, "security_control", None)
+    if control is None:
+        return "none"
+    kind = _PROTECTION_BITS.get(control & (SC_AUTHENTICATION | SC_ENCRYPTION))
+    return f"{kind}:dlms-suite{control & SC_SUITE_MASK}" if kind else "none"
+
+
 @dataclass(frozen=True, slots=True)
 class AttributeValue:
-    """One attribute's exact value, unit symbol, the register's status and capture time."""
+    """One attribute's exact value, unit symbol, the register's status and capture time,
+    and the answer it came in as received (``raw``, its ``protection``)."""
 
     value: Value
     unit: str | None
     status: str | None = None
     meter_time: datetime | None = None
+    raw: bytes | None = None
+    protection: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +91,8 @@ class ProfileRows:
     obis: Obis
     columns: tuple[CaptureObject, ...]
     rows: list[tuple[datetime, tuple[Data, ...]]]
+    raw: bytes | None = None
+    protection: str | None = None
 
 
 class CosemReader:
@@ -90,6 +120,7 @@ class CosemReader:
         """One attribute; register values scaled exactly, with unit, and for extended and
         demand registers their status and capture time."""
         data = await self.session.get(AttributeDescriptor(spec.class_id, spec.obis, spec.attribute))
+        received = list(self.session.received)
         scaled = spec.attribute in SCALED_ATTRIBUTES.get(spec.class_id, ())
         scaler = await self.scaler_unit(spec.class_id, spec.obis) if scaled else None
         status = meter_time = None
@@ -99,7 +130,8 @@ class CosemReader:
             stamp = await self.session.get(
                 AttributeDescriptor(spec.class_id, spec.obis, CAPTURE_TIME_ATTRIBUTE[spec.class_id]))
             meter_time = date_time_of(stamp, self.tz) if _specified(stamp) else None
-        return AttributeValue(reading_value(data, self.tz, scaler), scaler.symbol if scaler else None, status, meter_time)
+        return AttributeValue(reading_value(data, self.tz, scaler), scaler.symbol if scaler else None, status, meter_time,
+                              b"".join(received), apdu_protection(received))
 
     async def capture_objects(self, obis: Obis) -> tuple[CaptureObject, ...]:
         """The profile's columns (attribute 3), read once, then cached."""
@@ -121,6 +153,7 @@ class CosemReader:
                             field="capture_objects")
         access = RangeDescriptor.by_time(self._cosem(start), self._cosem(end), selected).to_access()
         buffer = await self.session.get(AttributeDescriptor(PROFILE_GENERIC_CLASS, obis, 2), access)
+        received = list(self.session.received)
         clock_at = shown.index(CLOCK_TIME)
         rows = []
         for row in buffer.value or ():
@@ -129,7 +162,7 @@ class CosemReader:
                 raise DLMSError(f"profile row of {len(items)} values for {len(shown)} columns", field="buffer")
             rows.append((date_time_of(items[clock_at], self.tz), tuple(items)))
         rows.sort(key=lambda pair: pair[0])
-        return ProfileRows(obis, shown, rows)
+        return ProfileRows(obis, shown, rows, b"".join(received), apdu_protection(received))
 
     async def column_scalers(self, columns: tuple[CaptureObject, ...]) -> list[ScalerUnit | None]:
         """The scaler_unit of each column that holds a register's value, else None."""

@@ -136,6 +136,9 @@ class DlmsSession:
         self.requests = 0
         #: Requests the association built itself: GET-next blocks, HLS pass 3, GBT acks.
         self.continuations = 0
+        #: The APDUs of the last request's answer as they arrived (ciphered as received;
+        #: several for a block transfer): the raw frame of the readings taken from it.
+        self.received: list[bytes] = []
 
     # -- services ---------------------------------------------------------------------------
 
@@ -246,8 +249,10 @@ class DlmsSession:
         """Send one APDU and run the association until it has an answer (block transfers
         and HLS pass 3 included; pushed notifications are kept aside)."""
         self.requests += 1
+        self.received = []
         while True:
             received = await self._apdu_exchange(apdu)
+            self.received.append(received)
             event = self.association.receive_apdu(received)
             if isinstance(event, Notification):
                 self.notifications.append(event)

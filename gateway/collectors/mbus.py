@@ -32,7 +32,7 @@ from gateway.codecs.mbus.application import CI_OFFSET, FixedDataResponse, FixedR
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.records import DataRecord
 from gateway.collectors.base import PolledBus, Sink, StateStore
-from gateway.collectors.mbus_master import MBusMaster, Readout, Telegram, parse_secondary
+from gateway.collectors.mbus_master import MBusMaster, Readout, ScanResult, Telegram, parse_secondary
 from gateway.collectors.mbus_readings import RecordSource, meter_time, readings_from_sources, unique_names
 from gateway.collectors.mbus_readings import quantity_name  # noqa: F401 - the naming rule, as callers know it
 from gateway.config import MBusBus, MBusMeter
@@ -131,6 +131,27 @@ class MBusCollector(PolledBus[MBusMeter]):
             raise TransportError(f"bus {self.name} is not connected")
         readout = await self._master.read(self._addresses[meter.name])
         return list(readings_from_readout(readout, self._tz, self._clock()))
+
+    async def probe(self, meter: MBusMeter) -> list[Reading]:
+        """The commissioning read of ``meter`` (a ``[[meters]]`` table not configured on
+        this bus yet): its readings; a failed read raises as a scheduled read does."""
+        address = meter.address if meter.address is not None else parse_secondary(meter.secondary or "")
+
+        async def read() -> list[Reading]:
+            if self._master is None:
+                raise TransportError(f"bus {self.name} is not connected")
+            return readings_from_readout(await self._master.read(address), self._tz, self._clock())
+
+        return await self.run_exclusive(read)
+
+    async def scan(self, secondary: bool = True) -> ScanResult:
+        """The meters on the bus (secondary scan with wildcard narrowing, or primary)."""
+        async def scan() -> ScanResult:
+            if self._master is None:
+                raise TransportError(f"bus {self.name} is not connected")
+            return await (self._master.scan_secondary() if secondary else self._master.scan_primary())
+
+        return await self.run_exclusive(scan)
 
     def status(self) -> dict[str, Any]:
         out = super().status()

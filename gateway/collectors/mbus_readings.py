@@ -12,7 +12,7 @@ so the HES sees one device whichever way it was read. Each telegram contributes 
   time zone (:func:`aware`, the SU bit picks the hour at the end of summer time);
 * ``meter_time``: the current date and time record (storage 0) of the readout, aware;
 * ``status``: the telegram's status byte as two hex digits, untouched;
-* ``raw``: the telegram the value came from.
+* ``raw``: the telegram the value came from, and ``protection`` how it was protected.
 """
 
 from __future__ import annotations
@@ -109,11 +109,13 @@ def reading_value(record: AnyRecord, tz: ZoneInfo) -> Value:
 @dataclass(frozen=True, slots=True)
 class RecordSource:
     """One telegram's contribution to a readout: its records, its status byte (two hex
-    digits) and the raw bytes every Reading from it references."""
+    digits), the raw bytes every Reading from it references and how they were protected
+    (``model.PROTECTIONS``; wired M-Bus telegrams travel in clear: ``none``)."""
 
     records: tuple[AnyRecord, ...]
     status: str
     raw: bytes
+    protection: str = "none"
 
 
 def readings_from_sources(device: str, sources: Sequence[RecordSource], tz: ZoneInfo,
@@ -122,5 +124,6 @@ def readings_from_sources(device: str, sources: Sequence[RecordSource], tz: Zone
     module docstring)."""
     stamped = meter_time((record for source in sources for record in source.records), tz)
     return [Reading(device=device, quantity=name, value=reading_value(record, tz), unit=record.unit,
-                    captured_at=captured_at, meter_time=stamped, status=source.status, raw=source.raw)
+                    captured_at=captured_at, meter_time=stamped, status=source.status, raw=source.raw,
+                    protection=source.protection)
             for source, record, name in unique_names((s, r) for s in sources for r in s.records)]

@@ -26,7 +26,14 @@ and then listens. Each telegram heard:
   and sent again after ``duplicate_window_s`` is stored again, with its own (old)
   meter_time for the HES to see — only mode 7 protects against replays;
 * comes from a meter that is not configured: listed in ``status()["unknown_meters"]`` for
-  registration, stored only with ``store_unknown = true`` (and only when plaintext).
+  registration (and told to ``on_discovery`` the first time it is heard), stored only with
+  ``store_unknown = true`` (and only when plaintext).
+
+Key changes: a meter re-keyed on site keeps its previous key (``previous_key_file``) until
+``key_overlap_until``: a telegram the new key does not decrypt is tried with the previous
+one, and its readings are flagged ``previous_key``. Commissioning: :meth:`WMBusReceiver.probe`
+waits for the next telegram of a device that is not configured and decodes it with the key
+the operator installs.
 
 Watchdogs: a dongle silent for ``silence_timeout_s`` is closed, reopened and initialised
 again (``dongle.reset``). Each meter's health is the state machine of
@@ -54,13 +61,14 @@ from gateway.codecs.mbus.dongles import ReceivedTelegram
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.wireless import WMBusDecoder
 from gateway.codecs.mbus.wmbus_security import AesKey
-from gateway.collectors.base import Sink, StateStore
+from gateway.collectors.base import Discovery, Sink, StateStore
 from gateway.collectors.health import MeterHealth, MeterState, Thresholds, Transition, transition_event
 from gateway.collectors.wmbus_dongle import DongleSession, count_frame_error, dongle_line
 from gateway.collectors.wmbus_telegrams import (
     DuplicateFilter,
     Heard,
     Sightings,
+    discovery_of,
     duplicate_key,
     interpret,
     link_frame,
@@ -122,6 +130,8 @@ class WirelessMeter:
     unreported_refusals: int = 0
     refusal_event_at: float | None = None
     last_refusal: Heard | None = None
+    previous_key: AesKey | None = field(default=None, repr=False)
+    previous_until: datetime | None = None
 
     @property
     def not_heard(self) -> bool:
@@ -131,6 +141,23 @@ class WirelessMeter:
         return {**self.health.as_dict(), "id": self.config.id, "encrypted": self.key is not None,
                 "telegrams": self.telegrams, "last_heard": self.last_heard.isoformat() if self.last_heard else None,
                 "not_heard": self.not_heard, "security_refusals": self.refusals}
+
+
+@dataclass(frozen=True, slots=True)
+class Probed:
+    """What :meth:`WMBusReceiver.probe` heard: the telegram and its readings (none when
+    it could not be decoded), captured at ``at``."""
+
+    heard: Heard
+    readings: list[Reading]
+    at: datetime
+
+
+@dataclass
+class _Probe:
+    device: WMBusMeter
+    key: AesKey | None = field(repr=False)
+    future: asyncio.Future[Probed]
 
 
 class WMBusReceiver:
@@ -169,6 +196,9 @@ class WMBusReceiver:
         self._started_at: float | None = None
         self._open = False
         self._stopping = False
+        self._probes: list[_Probe] = []
+        #: Told ``(bus, discovery)`` when a meter that is not configured is first heard.
+        self.on_discovery: Callable[[str, Discovery], None] | None = None
 
     @classmethod
     def from_config(cls, bus: WMBusDongle, meters: Sequence[WMBusMeter], sink: Sink, tz: ZoneInfo, *,
@@ -195,6 +225,20 @@ class WMBusReceiver:
             raise NotHeardYet(f"meter {meter} is wireless and cannot be asked; no telegram of it has been decoded "
                               "since the gateway started")
         return list(readings)
+
+    async def probe(self, device: WMBusMeter, key: AesKey | None, wait_s: float) -> Probed:
+        """The next telegram of ``device`` (a meter that is not configured: its identity in
+        a ``[[meters]]`` table) decoded with ``key``; :class:`NotHeardYet` when none comes
+        within ``wait_s``."""
+        probe = _Probe(device, key, asyncio.get_running_loop().create_future())
+        self._probes.append(probe)
+        try:
+            async with asyncio.timeout(wait_s):
+                return await probe.future
+        except TimeoutError:
+            raise NotHeardYet(f"device {device.id} was not heard on bus {self.name} within {wait_s:g} s") from None
+        finally:
+            self._probes.remove(probe)
 
     def use_thresholds(self, thresholds: Thresholds) -> None:
         """A wireless meter is failing after its own ``not_heard_after`` failures (the radio
@@ -248,14 +292,22 @@ class WMBusReceiver:
         if self._keys_loaded:
             return
         for meter in self._meters.values():
-            if meter.config.key_file is None:
-                continue
-            try:
-                meter.key = AesKey.from_hex(read_secret(meter.config.key_file).decode("ascii", "replace"))
-            except ValueError as exc:
-                path = resolve_secret_path(meter.config.key_file)
-                raise ConfigError([f"{path}: key of meter {meter.config.name}: {exc}"]) from None
+            meter.key = self._read_key(meter, meter.config.key_file)
+            until = meter.config.key_overlap_until
+            if until is not None and (until.tzinfo is None or until > self._clock()):
+                meter.previous_key = self._read_key(meter, meter.config.previous_key_file)
+                meter.previous_until = until
         self._keys_loaded = True
+
+    @staticmethod
+    def _read_key(meter: WirelessMeter, reference: str | None) -> AesKey | None:
+        if reference is None:
+            return None
+        try:
+            return AesKey.from_hex(read_secret(reference).decode("ascii", "replace"))
+        except ValueError as exc:
+            path = resolve_secret_path(reference)
+            raise ConfigError([f"{path}: key of meter {meter.config.name}: {exc}"]) from None
 
     async def _listen(self, session: DongleSession) -> float | None:
         """Handle telegrams until stopped (None) or until the dongle has been silent for
@@ -303,9 +355,11 @@ class WMBusReceiver:
         counter = None
         if meter is None:
             readings = self._unknown(heard, at)
+            self._answer_probes(received, frame, heard, at)
         else:
+            heard, flags = self._with_previous_key(meter, received, frame, heard, at)
             heard, counter = await self._check_counter(heard)
-            readings = self._known(meter, heard, now, at, events)
+            readings = self._known(meter, heard, now, at, events, flags)
         await self._commit(readings, events, key, now, counter)
 
     async def _check_counter(self, heard: Heard) -> tuple[Heard, tuple[str, int] | None]:
@@ -329,6 +383,27 @@ class WMBusReceiver:
             return replayed(heard, last), None
         return heard, (device, counter)
 
+    def _with_previous_key(self, meter: WirelessMeter, received: ReceivedTelegram, frame: Any, heard: Heard,
+                           at: datetime) -> tuple[Heard, tuple[str, ...]]:
+        """During a key change's overlap, a telegram the new key refuses is tried with the
+        previous key; its readings are flagged ``previous_key``."""
+        if heard.refused is None or meter.previous_key is None or meter.previous_until is None:
+            return heard, ()
+        if meter.previous_until.tzinfo is not None and at >= meter.previous_until:
+            meter.previous_key = None  # the overlap is over: only the new key from now on
+            return heard, ()
+        again = interpret(received, frame, self._decoder, meter.previous_key)
+        return (again, ("previous_key",)) if again.decoded is not None else (heard, ())
+
+    def _answer_probes(self, received: ReceivedTelegram, frame: Any, heard: Heard, at: datetime) -> None:
+        address = heard.address
+        for probe in self._probes:
+            if probe.future.done() or not probe.device.matches(address.identification, address.manufacturer,
+                                                                address.version, address.device_type):
+                continue
+            tried = interpret(received, frame, self._decoder, probe.key)
+            probe.future.set_result(Probed(tried, readings_of(tried, self._tz, at), at))
+
     def _match(self, identification: str, manufacturer: str, version: int, device_type: int) -> WirelessMeter | None:
         for meter in self._by_id.get(identification, ()):
             if meter.config.matches(identification, manufacturer, version, device_type):
@@ -341,12 +416,15 @@ class WMBusReceiver:
         if sighting.telegrams == 1:
             log.info("bus %s: heard meter %s, which is not configured (%s)", self.name, heard.address.device,
                      "encrypted" if heard.encrypted else "plaintext" if heard.encrypted is False else "unreadable")
+            if self.on_discovery is not None:
+                self.on_discovery(self.name, discovery_of(sighting))
         if heard.decoded is None:
             return []
         self.counters["decoded"] += 1
         return readings_of(heard, self._tz, at) if self.bus.store_unknown else []
 
-    def _known(self, meter: WirelessMeter, heard: Heard, now: float, at: datetime, events: list[Record]) -> list[Reading]:
+    def _known(self, meter: WirelessMeter, heard: Heard, now: float, at: datetime, events: list[Record],
+               flags: tuple[str, ...] = ()) -> list[Reading]:
         meter.telegrams += 1
         health = meter.health
         health.device = heard.address.device
@@ -361,7 +439,7 @@ class WMBusReceiver:
             return []
         self.counters["decoded"] += 1
         events.extend(self._health_event(meter, health.succeeded(at)))
-        readings = readings_of(heard, self._tz, at)
+        readings = readings_of(heard, self._tz, at, flags)
         if readings:
             meter.readings = readings
         return readings

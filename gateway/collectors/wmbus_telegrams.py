@@ -33,12 +33,14 @@ from gateway.codecs.mbus.application import manufacturer_letters
 from gateway.codecs.mbus.dongles import ReceivedTelegram
 from gateway.codecs.mbus.errors import MBusError, MBusFrameError, MBusPlaintextError, MBusSecurityError
 from gateway.codecs.mbus.tables import medium_name
+from gateway.codecs.mbus.telegram import MODE_NONE, Security
 from gateway.codecs.mbus.tpl import LONG, TPL_CI, TransportHeader, decode_tpl
 from gateway.codecs.mbus.wireless import DecodedTelegram, WMBusDecoder
 from gateway.codecs.mbus.wireless_link import FIRST_BLOCK, WirelessFrame, decode_frame
 from gateway.codecs.mbus.wmbus_security import AesKey
+from gateway.collectors.base import Discovery
 from gateway.collectors.mbus_readings import RecordSource, readings_from_sources
-from gateway.model import Reading, mbus_device_id
+from gateway.model import Reading, mbus_device_id, utc_now
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +168,26 @@ def interpret(received: ReceivedTelegram, frame: WirelessFrame, decoder: WMBusDe
     return Heard(received, frame, address, decoded=decoded)
 
 
-def readings_of(heard: Heard, tz: ZoneInfo, captured_at: datetime) -> list[Reading]:
-    """The decoded telegram's records as Readings (empty for content kept raw)."""
+def protection_of(security: Security) -> str:
+    """What protected a decoded telegram, as ``Reading.protection`` says it
+    (``model.PROTECTIONS``): mode 7's AFL MAC authenticates, mode 5 and the ELL only encrypt."""
+    if security.mac_verified:
+        return f"authenticated+encrypted:wmbus-mode{security.mode}"
+    if security.mode != MODE_NONE:
+        return f"encrypted:wmbus-mode{security.mode}"
+    return "encrypted:wmbus-ell" if security.ell_encrypted else "none"
+
+
+def readings_of(heard: Heard, tz: ZoneInfo, captured_at: datetime, flags: tuple[str, ...] = ()) -> list[Reading]:
+    """The decoded telegram's records as Readings (empty for content kept raw), with
+    ``flags`` (``previous_key``: decrypted with the key the meter had before a key change)."""
     decoded = heard.decoded
     if decoded is None or not decoded.records:
         return []
-    source = RecordSource(decoded.records, f"{decoded.header.status:02X}", heard.received.frame)
-    return readings_from_sources(heard.address.device, [source], tz, captured_at)
+    source = RecordSource(decoded.records, f"{decoded.header.status:02X}", heard.received.frame,
+                          protection_of(decoded.telegram.security))
+    readings = readings_from_sources(heard.address.device, [source], tz, captured_at)
+    return [replace(reading, flags=flags) for reading in readings] if flags else readings
 
 
 class DuplicateFilter:
@@ -261,3 +276,12 @@ class Sightings:
 
     def as_list(self) -> list[dict[str, Any]]:
         return [sighting.as_dict() for sighting in self]
+
+
+def discovery_of(sighting: Sighting) -> Discovery:
+    """A meter heard and not configured, for the lifecycle (``[[meters]]`` table so far:
+    its identity)."""
+    address = sighting.address
+    table = {"protocol": "wmbus", "id": address.identification, "manufacturer": address.manufacturer,
+             "version": address.version, "device_type": address.device_type}
+    return Discovery(address.device, address.as_dict(), table, sighting.last_heard or utc_now())

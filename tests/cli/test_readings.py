@@ -40,6 +40,10 @@ def test_json_prints_one_reading_per_line_in_the_form_the_hes_receives(state, ca
         "meter_time": "2024-05-01T13:00:00+01:00",
         "captured_at": "2024-05-01T12:00:00+00:00",
         "status": "00",
+        "point": None,
+        "metrological": None,
+        "protection": None,
+        "flags": [],
     }
 
 
@@ -62,7 +66,8 @@ def test_csv_has_a_header_and_one_row_per_reading(state, capsys):
 def test_table_lists_the_readings_for_people(state, capsys):
     assert main(["readings", "--state-dir", str(state), "--format", "table"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["seq", "device", "quantity", "obis", "value", "unit", "meter_time", "captured_at", "status"]
+    assert out[0].split() == ["seq", "device", "quantity", "obis", "value", "unit", "meter_time", "captured_at", "status",
+                              "point"]
     assert len(out) == 6 and out[-1].split()[:2] == ["6", "B"]
 
 
@@ -99,3 +104,14 @@ def test_a_broken_configuration_is_reported_with_its_line(tmp_path, capsys):
     config.write_text('[gateway]\nid = "gw"\nbogus = 1\n')
     assert main(["readings", "--config", str(config)]) == 2
     assert f"{config}:3: gateway.bogus: unknown setting" in capsys.readouterr().err
+
+
+def test_point_selects_the_readings_of_a_metering_point_whichever_device_served_it(tmp_path, capsys):
+    from dataclasses import replace
+
+    old = [replace(r, point="MP-1") for r in readings(2, device="A")]
+    new = [replace(r, point="MP-1") for r in readings(2, device="B", at=START + timedelta(minutes=15))]
+    make_store(tmp_path, old + readings(1, device="C") + new)
+    assert main(["readings", "--state-dir", str(tmp_path), "--format", "json", "--point", "MP-1"]) == 0
+    assert [(row["seq"], row["device"], row["point"]) for row in lines(capsys.readouterr().out)] == [
+        (1, "A", "MP-1"), (2, "A", "MP-1"), (4, "B", "MP-1"), (5, "B", "MP-1")]

@@ -110,9 +110,16 @@ class SimMeter:
 
     # -- the association over the wrapper --
 
+    def association(self) -> ServerAssociation:
+        """The association of a new connection (a subclass may demand security)."""
+        return ServerAssociation(ServerSettings())
+
+    def connection_closed(self) -> None:
+        """A client's connection ended (a subclass may act on it)."""
+
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = WrapperConnection(server_side=True)
-        association = ServerAssociation(ServerSettings())
+        association = self.association()
         try:
             while data := await reader.read(4096):
                 link.receive_data(data)
@@ -123,6 +130,7 @@ class SimMeter:
             pass
         finally:
             writer.close()
+            self.connection_closed()
 
     def _answer(self, association: ServerAssociation, apdu: bytes) -> bytes:
         event = association.receive_apdu(apdu)

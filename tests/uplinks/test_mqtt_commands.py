@@ -69,7 +69,8 @@ async def test_read_returns_the_readings_of_the_on_demand_read(mosquitto, make_p
     assert answer == {"ok": True, "result": {"meter": "heat-1", "readings": [{
         "seq": None, "kind": "reading", "device": "KAM-12345678-1b-04", "quantity": "energy",
         "obis": "1-0:1.8.0*255", "value": "1234.567", "unit": "kWh", "meter_time": None,
-        "captured_at": "2024-05-01T12:00:00+00:00", "status": None}]}}
+        "captured_at": "2024-05-01T12:00:00+00:00", "status": None, "point": None,
+        "metrological": None, "protection": None, "flags": []}]}}
     assert unknown == {"ok": False, "error": "no meter is named 'nope'"}
     assert silent == {"ok": False, "error": "meter silent did not answer within 1.5 s"}
     assert missing == {"ok": False, "error": "missing argument 'meter' (a non-empty string)"}
