@@ -65,6 +65,7 @@ from gateway.codecs.dlms.services import (
 )
 from gateway.codecs.dlms.units import ScalerUnit
 from gateway.codecs.dlms.wrapper import WrapperMessage, WrapperParser
+from gateway.operations.named import ACTIVITY_CALENDAR, CLOCK, DISCONNECT_CONTROL, IMAGE_TRANSFER, LIMITER, MESSAGE_TEXT
 
 SUCCESS = DataAccessResult(0)
 TEMPORARY_FAILURE = DataAccessResult(2)
@@ -488,15 +489,9 @@ def _structure_of(data: Data | None, *types: DataType) -> bool:
 
 
 LDN = Obis(0, 0, 42, 0, 0)
-CLOCK = Obis(0, 0, 1, 0, 0)
 ENERGY = Obis(1, 0, 1, 8, 0)
 POWER = Obis(1, 0, 1, 7, 0)
-MESSAGE = Obis(0, 0, 96, 13, 0)
 FIRMWARE_ID = Obis(1, 0, 0, 2, 0)
-DISCONNECT = Obis(0, 0, 96, 3, 10)
-LIMITER = Obis(0, 0, 17, 0, 0)
-CALENDAR = Obis(0, 0, 13, 0, 0)
-IMAGE = Obis(0, 0, 44, 0, 0)
 #: Wh per second of simulated consumption (about 1.8 kW).
 CONSUMPTION_WH_PER_S = 0.5
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -521,12 +516,12 @@ class SimulatedDlmsMeter:
     blocks_received: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.disconnect = DisconnectControlObject(self, DISCONNECT, self.disconnect_mode)
+        self.disconnect = DisconnectControlObject(self, DISCONNECT_CONTROL, self.disconnect_mode)
         self.limiter = LimiterObject(self, LIMITER, POWER)
-        self.calendar = ActivityCalendarObject(self, CALENDAR)
-        self.image = ImageTransferObject(self, IMAGE, self.block_size)
+        self.calendar = ActivityCalendarObject(self, ACTIVITY_CALENDAR)
+        self.image = ImageTransferObject(self, IMAGE_TRANSFER, self.block_size)
         self.clock = ClockObject(self, CLOCK)
-        self.message = DataObject(self, MESSAGE, lambda: octet_string(b""), writable=DataType.OCTET_STRING)
+        self.message = DataObject(self, MESSAGE_TEXT, lambda: octet_string(b""), writable=DataType.OCTET_STRING)
         objects: list[CosemObject] = [
             DataObject(self, LDN, lambda: octet_string(self.name)),
             self.clock,

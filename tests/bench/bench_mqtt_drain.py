@@ -115,75 +115,80 @@ async def build_payloads(store: Store, key: SigningKey, batch_size: int) -> list
     return payloads
 
 
+class PahoPublisher:
+    """A plain paho client (its own network thread) publishing at QoS 1 with ``in_flight``
+    messages outstanding, counting PUBACKs."""
+
+    def __init__(self, host: str, port: int, client_id: str, in_flight: int, *, queue_limit: int = 0) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(in_flight)
+        self.client.max_queued_messages_set(queue_limit)  # 0: unlimited; else publish() refuses beyond it
+        self.client.on_publish = self._acked
+        self.host, self.port = host, port
+        self.sent = self.acked = 0
+        self._lock = threading.Lock()
+        self._all_acked = threading.Event()
+        self._finished = False
+        self.topic = f"metering/{GATEWAY}/readings"
+
+    def _acked(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            self.acked += 1
+            if self._finished and self.acked == self.sent:
+                self._all_acked.set()
+
+    def publish(self, payload: bytes) -> bool:
+        """False when the queue is full (try again)."""
+        if self.client.publish(self.topic, payload, qos=1).rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            return False
+        self.sent += 1
+        return True
+
+    def finish(self) -> bool:
+        """Wait for the PUBACK of every message sent; False after 600 s."""
+        with self._lock:
+            self._finished = True
+            if self.acked == self.sent:
+                self._all_acked.set()
+        return self._all_acked.wait(timeout=600)
+
+    def __enter__(self) -> PahoPublisher:
+        self.client.connect(self.host, self.port)
+        self.client.loop_start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 def raw_publish(host: str, port: int, payloads: list[bytes], in_flight: int) -> float:
-    """Seconds for a plain paho client (its own network thread) to publish the payloads at
-    QoS 1 and receive every PUBACK."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=mqtt.MQTTv5)
-    client.max_inflight_messages_set(in_flight)
-    acked = 0
-    all_acked = threading.Event()
-
-    def on_publish(client, userdata, mid, reason_code, properties) -> None:
-        nonlocal acked
-        acked += 1
-        if acked == len(payloads):
-            all_acked.set()
-
-    client.on_publish = on_publish
-    client.connect(host, port)
-    client.loop_start()
-    try:
-        topic = f"metering/{GATEWAY}/readings"
+    """Seconds for a plain paho client to publish the payloads made beforehand and receive
+    every PUBACK."""
+    with PahoPublisher(host, port, "bench-raw", in_flight) as paho:
         started = time.perf_counter()
         for payload in payloads:
-            client.publish(topic, payload, qos=1)
-        if not all_acked.wait(timeout=600):
-            raise SystemExit(f"raw publisher: only {acked} of {len(payloads)} PUBACKs arrived")
+            paho.publish(payload)
+        if not paho.finish():
+            raise SystemExit(f"raw publisher: only {paho.acked} of {paho.sent} PUBACKs arrived")
         return time.perf_counter() - started
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 async def same_work_publish(host: str, port: int, store: Store, key: SigningKey, batch_size: int,
                             in_flight: int) -> float:
     """Seconds for a plain paho client fed by a loop that reads, encodes and signs each
     batch as the uplink does, until every PUBACK arrived."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-same-work", protocol=mqtt.MQTTv5)
-    client.max_inflight_messages_set(in_flight)
-    client.max_queued_messages_set(in_flight)  # publish() refuses beyond that: the loop waits
-    acked = sent = 0
-    all_acked = threading.Event()
-    finished = False
-
-    def on_publish(client, userdata, mid, reason_code, properties) -> None:
-        nonlocal acked
-        acked += 1
-        if finished and acked == sent:
-            all_acked.set()
-
-    client.on_publish = on_publish
-    client.connect(host, port)
-    client.loop_start()
-    try:
-        topic = f"metering/{GATEWAY}/readings"
+    with PahoPublisher(host, port, "bench-same-work", in_flight, queue_limit=in_flight) as paho:
         started = time.perf_counter()
         after = 0
         while batch := await store.read_after(after, batch_size):
             payload = json.dumps(key.sign(batch_payload(GATEWAY, batch)), separators=(",", ":")).encode()
-            while client.publish(topic, payload, qos=1).rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            while not paho.publish(payload):
                 await asyncio.sleep(0.0005)
-            sent += 1
             after = batch[-1].seq
-        finished = True
-        if acked == sent:
-            all_acked.set()
-        if not await asyncio.to_thread(all_acked.wait, 600):
-            raise SystemExit(f"same-work publisher: only {acked} of {sent} PUBACKs arrived")
+        if not await asyncio.to_thread(paho.finish):
+            raise SystemExit(f"same-work publisher: only {paho.acked} of {paho.sent} PUBACKs arrived")
         return time.perf_counter() - started
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 async def main(args: argparse.Namespace) -> dict:

@@ -14,13 +14,12 @@ from gateway.codecs.dlms.axdr import Data, DataType, array, octet_string, struct
 from gateway.codecs.dlms.dates import CosemDateTime
 from gateway.codecs.dlms.services import AttributeDescriptor
 from gateway.collectors.dlms_session import SessionTarget, dlms_session
+from gateway.operations.named import ACTIVITY_CALENDAR as CALENDAR
+from gateway.operations.named import CLOCK, LIMITER
+from gateway.operations.named import DISCONNECT_CONTROL as DISCONNECT
+from gateway.operations.named import IMAGE_TRANSFER as IMAGE
 from gateway.simulators.dlms import (
-    CALENDAR,
-    CLOCK,
-    DISCONNECT,
-    IMAGE,
     LDN,
-    LIMITER,
     ControlState,
     ImageStatus,
     SimulatedDlmsMeter,
