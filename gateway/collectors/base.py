@@ -64,6 +64,20 @@ class Discovery:
     how: str = "heard"
 
 
+async def wait_for_probe(probes: list[Any], probe: Any, wait_s: float, not_yet: Callable[[], Exception]) -> Any:
+    """What ``probe.future`` gets from the next transfer of a device being commissioned
+    (a telegram, a push: they cannot be asked for), listed in ``probes`` meanwhile; the
+    ``not_yet()`` error when none comes within ``wait_s``."""
+    probes.append(probe)
+    try:
+        async with asyncio.timeout(wait_s):
+            return await probe.future
+    except TimeoutError:
+        raise not_yet() from None
+    finally:
+        probes.remove(probe)
+
+
 class Collector(Protocol):
     """One bus. ``run`` works until cancelled (a failure raises, and the supervisor restarts
     it); ``read_now`` reads one meter ahead of the schedule; ``status`` is for the HES."""

@@ -44,7 +44,7 @@ from gateway.codecs.dlms.services import DataNotification
 from gateway.codecs.dlms.units import ScalerUnit
 from gateway.codecs.dlms.wrapper import WrapperParser
 from gateway.codecs.dlms.xdlms import GeneralGloCiphering
-from gateway.collectors.base import Discovery, Sink, StateStore
+from gateway.collectors.base import Discovery, Sink, StateStore, wait_for_probe
 from gateway.collectors.dlms import MemoryState
 from gateway.collectors.dlms_reader import apdu_protection
 from gateway.collectors.dlms_values import SCALER_UNIT_ATTRIBUTE, ObjectSpec, parse_object, quantity_name, reading_value
@@ -201,14 +201,8 @@ class DlmsPushReceiver:
         :class:`NotPushedYet` when none comes within ``wait_s``."""
         probe = _Probe(meter, SecurityKeys(read_key(meter.ek_file), read_key(meter.ak_file)),
                        asyncio.get_running_loop().create_future())
-        self._probes.append(probe)
-        try:
-            async with asyncio.timeout(wait_s):
-                return await probe.future
-        except TimeoutError:
-            raise NotPushedYet(f"sensor {meter.system_title} did not push to {self.name} within {wait_s:g} s") from None
-        finally:
-            self._probes.remove(probe)
+        return await wait_for_probe(self._probes, probe, wait_s, lambda: NotPushedYet(
+            f"sensor {meter.system_title} did not push to {self.name} within {wait_s:g} s"))
 
     # -- receiving ----------------------------------------------------------------------------
 

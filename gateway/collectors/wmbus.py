@@ -61,7 +61,7 @@ from gateway.codecs.mbus.dongles import ReceivedTelegram
 from gateway.codecs.mbus.errors import MBusFrameError
 from gateway.codecs.mbus.wireless import WMBusDecoder
 from gateway.codecs.mbus.wmbus_security import AesKey
-from gateway.collectors.base import Discovery, Sink, StateStore
+from gateway.collectors.base import Discovery, Sink, StateStore, wait_for_probe
 from gateway.collectors.health import MeterHealth, MeterState, Thresholds, Transition, transition_event
 from gateway.collectors.wmbus_dongle import DongleSession, count_frame_error, dongle_line
 from gateway.collectors.wmbus_telegrams import (
@@ -231,14 +231,8 @@ class WMBusReceiver:
         a ``[[meters]]`` table) decoded with ``key``; :class:`NotHeardYet` when none comes
         within ``wait_s``."""
         probe = _Probe(device, key, asyncio.get_running_loop().create_future())
-        self._probes.append(probe)
-        try:
-            async with asyncio.timeout(wait_s):
-                return await probe.future
-        except TimeoutError:
-            raise NotHeardYet(f"device {device.id} was not heard on bus {self.name} within {wait_s:g} s") from None
-        finally:
-            self._probes.remove(probe)
+        return await wait_for_probe(self._probes, probe, wait_s, lambda: NotHeardYet(
+            f"device {device.id} was not heard on bus {self.name} within {wait_s:g} s"))
 
     def use_thresholds(self, thresholds: Thresholds) -> None:
         """A wireless meter is failing after its own ``not_heard_after`` failures (the radio
