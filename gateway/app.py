@@ -22,7 +22,6 @@ refused, and takes effect with a restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import importlib
 import json

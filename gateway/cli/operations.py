@@ -139,7 +139,7 @@ def _base_text(state: LocalState, args: argparse.Namespace) -> tuple[str, str]:
 
 def config_apply(args: argparse.Namespace) -> int:
     from gateway.audit import local_actor
-    from gateway.config_versions import ConfigVersions, config_hash, effective_config
+    from gateway.config_versions import ConfigVersions, effective_config
 
     try:
         text = args.file.read_text(encoding="utf-8")

@@ -360,8 +360,6 @@ def _new_layout(key: bytes, msb_first: bool) -> RecordLayout:
         meaning.quantity, meaning.unit, meaning.modifiers, header_length, length, decoder, scale, offset_value,
         time_kind, msb_first,
     )
-    return layout
-
 
 
 def _decoded(layout: RecordLayout, raw: bytes, offset: int, field: bytes, msb_first: bool) -> DataRecord:
