@@ -236,7 +236,7 @@ def _install_request(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name)
         if value is not None:
             declaration[name] = value
-    meter = _read_table(args.meter_file) if args.meter_file is not None else None
+    meter = read_meter_table(args.meter_file) if args.meter_file is not None else None
     keys = _keys({"key": args.key_file, "ek": args.ek_file, "ak": args.ak_file, "kek": args.kek_file})
     return {"meter": meter, "keys": keys or None, "declaration": declaration or None, "device": args.device,
             "wait_s": args.wait_s}
@@ -268,7 +268,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_table(path: Path) -> dict[str, Any]:
+def read_meter_table(path: Path) -> dict[str, Any]:
+    """A ``[[meters]]`` table (without its name) from a TOML file."""
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -51,7 +51,7 @@ def register(verbs: Verbs) -> None:
     listing.set_defaults(handler=meters_list)
     add = sub.add_parser("add", help="register a meter")
     add.add_argument("name")
-    add.add_argument("--protocol", choices=("mbus", "wmbus"))
+    add.add_argument("--protocol", choices=("mbus", "wmbus", "modbus"))
     add.add_argument("--bus")
     add.add_argument("--address", type=int, help="M-Bus primary address")
     add.add_argument("--secondary", help="M-Bus secondary address")
@@ -64,6 +64,12 @@ def register(verbs: Verbs) -> None:
     add.add_argument("--interval-s", type=int, help="wired: read every N seconds (900)")
     add.add_argument("--expected-interval-s", type=float, help="wireless: how often the meter transmits")
     add.add_argument("--key-file", type=Path, help="the meter's AES key (32 hex digits) in a file")
+    add.add_argument("--unit", type=int, help="Modbus unit address (1-247)")
+    add.add_argument("--map", help="Modbus: a shipped register map (`gateway read modbus --help` lists them)")
+    add.add_argument("--map-file", type=Path, help="Modbus: a register map of your own (TOML)")
+    add.add_argument("--meter-file", type=Path,
+                     help="the meter's whole [[meters]] table (TOML, without name): any protocol, e.g. a DLMS "
+                          "meter with its key files; the options above override its fields")
     add.set_defaults(handler=meters_add)
     remove = sub.add_parser("remove", help="remove a registered meter (and its key file)")
     remove.add_argument("name")
@@ -236,10 +242,17 @@ def _where_is(meter: dict[str, Any]) -> dict[str, Any]:
 
 def meters_add(args: argparse.Namespace) -> int:
     state = local_state(args)
-    table: dict[str, Any] = {"protocol": args.protocol, "bus": args.bus, "address": args.address,
-                             "secondary": args.secondary, "id": args.id, "manufacturer": args.manufacturer,
-                             "version": args.version, "device_type": args.device_type,
-                             "expected_interval_s": args.expected_interval_s}
+    table: dict[str, Any] = {}
+    if args.meter_file is not None:
+        from gateway.cli.devices import read_meter_table
+
+        table.update(read_meter_table(args.meter_file))
+    options = {"protocol": args.protocol, "bus": args.bus, "address": args.address, "secondary": args.secondary,
+               "id": args.id, "manufacturer": args.manufacturer, "version": args.version,
+               "device_type": args.device_type, "expected_interval_s": args.expected_interval_s,
+               "unit": args.unit, "map": args.map,
+               "map_file": None if args.map_file is None else str(args.map_file.resolve())}
+    table.update({field: value for field, value in options.items() if value is not None})
     source = "cli"
     if args.heard:
         table.update(_heard(state, args.heard))
@@ -247,7 +260,7 @@ def meters_add(args: argparse.Namespace) -> int:
     if args.interval_s is not None:
         table["schedule"] = {"interval_s": args.interval_s}
     if table.get("protocol") is None or table.get("bus") is None:
-        raise UsageError("say --protocol and --bus (or --heard DEVICE)")
+        raise UsageError("say --protocol and --bus (or --heard DEVICE, or --meter-file T.toml)")
     key = _read_key_file(args.key_file) if args.key_file else None
     actor = _actor()
 

@@ -208,6 +208,31 @@ async def test_meters_import_add_list_remove_writes_keys_0600_and_never_prints_t
         assert KEY not in text.upper() and "F" * 32 not in text
 
 
+async def test_a_modbus_meter_is_added_with_its_unit_and_map_and_a_map_that_does_not_exist_is_refused(tmp_path):
+    config = offline_config(tmp_path)
+    config.write_text(config.read_text() + "\n".join([
+        "", "[[buses]]", 'name = "rs485"', 'protocol = "modbus"', 'tcp = "127.0.0.1:2"', ""]))
+    code, out, err = await gateway_cli("meters", "add", "sub-1", "--protocol", "modbus", "--bus", "rs485",
+                                       "--unit", "7", "--map", "sdm630", "--config", str(config))
+    assert code == 0, err
+    code, out, err = await gateway_cli("meters", "add", "sub-2", "--protocol", "modbus", "--bus", "rs485",
+                                       "--unit", "8", "--map", "no-such-meter", "--config", str(config))
+    assert code == 2 and "no shipped register map is named 'no-such-meter'" in err
+    table = tmp_path / "sub-3.toml"
+    table.write_text('protocol = "modbus"\nbus = "rs485"\nunit = 9\nmap = "abb-b23"\n')
+    code, out, err = await gateway_cli("meters", "add", "sub-3", "--meter-file", str(table), "--unit", "10",
+                                       "--config", str(config))
+    assert code == 0, err
+
+    code, out, err = await gateway_cli("meters", "list", "--json", "--config", str(config))
+    assert code == 0, err
+    assert {row["name"] for row in json.loads(out)} == {"from-file", "sub-1", "sub-3"}
+    registry = json.loads((tmp_path / "state" / "config" / "registry.json").read_text())
+    meters = {entry["name"]: entry["meter"] for entry in registry["meters"]}
+    assert meters["sub-1"] == {"protocol": "modbus", "bus": "rs485", "unit": 7, "map": "sdm630"}
+    assert meters["sub-3"] == {"protocol": "modbus", "bus": "rs485", "unit": 10, "map": "abb-b23"}
+
+
 async def test_a_bad_key_in_the_csv_is_refused_with_its_line_and_without_the_key(tmp_path):
     config = offline_config(tmp_path)
     csv_file = tmp_path / "meters.csv"
