@@ -951,13 +951,13 @@ def _wireless_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...
 def _modbus_problems(config: GatewayConfig) -> list[tuple[tuple[str | int, ...], str]]:
     """Two Modbus meters at one unit address of a line, and register maps of the
     operator's that cannot be used (one problem per line of the map's own report)."""
-    from gateway.modbus_maps import load_map_file
-
     problems: list[tuple[tuple[str | int, ...], str]] = []
     units: dict[tuple[str, int], str] = {}
     for index, meter in enumerate(config.meters):
         if not isinstance(meter, ModbusMeter):
             continue
+        from gateway.modbus_maps import load_map_file  # here: a gateway without Modbus never loads pymodbus
+
         other = units.setdefault((meter.bus, meter.unit), meter.name)
         if other != meter.name:
             problems.append((("meters", index, "unit"),

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from gateway.app import STATUS_FILE, Gateway, Timing
+from gateway.cli.local_state import default_demo_state_dir as default_state_dir
 from gateway.config import GatewayConfig, parse_toml, validate_config
 from gateway.model import Event, Reading, Record, value_text
 
@@ -40,11 +41,6 @@ DEFAULT_DLMS_PORT = 4059
 #: Where the demo meters' counters started; their values follow the wall clock from here,
 #: so energy and volume only ever grow, across demo runs too.
 METER_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-    return Path(base) / "gateway" / "demo"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ Then try:  gateway readings --state-dir DIR   |   gateway status --state-dir DIR
 
 
 def register(verbs: Verbs) -> None:
-    from gateway.demo import default_state_dir
+    from gateway.cli.local_state import default_demo_state_dir as default_state_dir
 
     parser = verbs.verb("demo", demo_command, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, metavar="S",

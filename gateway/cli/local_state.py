@@ -10,6 +10,7 @@ the daemon runs (WAL).
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -61,3 +62,9 @@ async def open_store(state: LocalState) -> AsyncIterator[Store]:
         raise UsageError(f"no store at {state.store_path}: the gateway has not run with this state yet, or the path is wrong")
     async with Store(state.store_path, state.store, read_only=True) as store:
         yield store
+
+
+def default_demo_state_dir() -> Path:
+    """Where ``gateway demo`` keeps its state unless told: ``$XDG_STATE_HOME/gateway/demo``."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "gateway" / "demo"

@@ -25,7 +25,6 @@ from typing import Any
 from gateway.cli import CommandFailed, UsageError, Verbs
 from gateway.cli.local_state import LocalState, add_state_arguments, local_state, open_store
 from gateway.cli.output import print_json, print_table
-from gateway.operations.model import OperationError
 
 #: How often ``--wait`` looks at the store.
 WAIT_POLL_S = 0.5
@@ -88,6 +87,8 @@ def op_submit(args: argparse.Namespace) -> int:
         request["deadline_s"] = args.deadline_s
     if args.deadline is not None:
         request["deadline"] = args.deadline
+    from gateway.operations.model import OperationError  # here: the CLI starts without the DLMS stack
+
     try:
         operation = _through_daemon(state, "op.submit", request) or asyncio.run(_submit_offline(state, request))
     except OperationError as exc:  # bad arguments, an unknown meter or operation
@@ -102,6 +103,8 @@ def op_submit(args: argparse.Namespace) -> int:
 
 
 def op_cancel(args: argparse.Namespace) -> int:
+    from gateway.operations.model import OperationError
+
     state = local_state(args)
     try:
         operation = _through_daemon(state, "op.cancel", {"id": args.id}) or \
@@ -116,6 +119,7 @@ def _through_daemon(state: LocalState, command: str, request: dict[str, Any]) ->
     """The daemon's result, or None when no daemon runs."""
     from gateway.control import DaemonNotRunning
     from gateway.control import request as ask
+    from gateway.operations.model import OperationError
 
     try:
         answer = asyncio.run(ask(_state_dir(state), command, request))

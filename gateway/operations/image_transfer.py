@@ -34,7 +34,7 @@ from gateway.codecs.dlms.axdr import BitString, Data, DataType, octet_string, st
 from gateway.codecs.dlms.obis import Obis
 from gateway.collectors.dlms_session import DlmsSession
 from gateway.operations.executor import run_step
-from gateway.operations.model import Kind, Outcome, Step, StepResult
+from gateway.operations.model import RESUMABLE, Kind, Outcome, Step, StepResult
 
 CLASS_ID = 18
 #: Attributes and methods (Blue Book 4.4.6, class 18 version 0).
@@ -45,8 +45,6 @@ NOT_INITIATED, INITIATED, VERIFYING, VERIFIED, VERIFY_FAILED, ACTIVATING, ACTIVA
 #: What each asynchronous phase waits for: (status while busy, success, failure).
 _AWAITED = {VERIFY: (VERIFYING, VERIFIED, VERIFY_FAILED), ACTIVATE: (ACTIVATING, ACTIVATED, ACTIVATE_FAILED)}
 TEMPORARY_FAILURE = 2
-#: Phases that may run again after an interruption.
-RESUMABLE = frozenset({"initiate", "transfer", "verify"})
 #: The progress is saved every this many blocks (it is informational: the meter's bitmap
 #: is what a resumed transfer goes by).
 SAVE_EVERY = 32

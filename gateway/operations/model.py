@@ -30,6 +30,11 @@ from gateway.errors import GatewayError
 from gateway.operations.data_json import data_from_json, data_to_json
 
 
+#: Image transfer phases that may run again after an interruption (activation may not: it
+#: may have switched the firmware already).
+RESUMABLE = frozenset({"initiate", "transfer", "verify"})
+
+
 class OperationError(GatewayError):
     """An operation that cannot be taken as given: unknown meter or operation, a missing or
     bad argument, a meter that the relay cannot reach (not a DLMS meter)."""

@@ -40,10 +40,8 @@ from gateway.errors import DeviceTimeout, GatewayError, StoreFullError
 from gateway.events import make_event
 from gateway.model import Event, Severity, utc_now
 from gateway.operations import named
-from gateway.operations.executor import outcome_of, run_steps
-from gateway.operations.image_transfer import RESUMABLE, ImageTransfer
 from gateway.operations.images import ImageStore
-from gateway.operations.model import Operation, OperationError, Outcome, Request, State, Step, compact_json
+from gateway.operations.model import RESUMABLE, Operation, OperationError, Outcome, Request, State, Step, compact_json
 from gateway.operations.permissions import LOCAL, may_cancel, permits
 from gateway.operations.queue import OperationQueue
 from gateway.store import Store
@@ -226,12 +224,17 @@ class OperationRelay:
         if image is not None:
             await self._transfer_image(session, attempt, image)
             return
+        # The DLMS session stack is loaded with the first operation, not by every gateway.
+        from gateway.operations.executor import outcome_of, run_steps
+
         steps = named.late_steps(request.name, request.steps, request.params, self.clock(), self.tz)
         results = await run_steps(session, steps)
         attempt.results = [r.to_json() for r in results]
         attempt.outcome = outcome_of(results)
 
     async def _transfer_image(self, session: Any, attempt: _Attempt, image: bytes) -> None:
+        from gateway.operations.image_transfer import ImageTransfer
+
         operation = attempt.operation
         params = operation.request.params
 
