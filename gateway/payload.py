@@ -18,10 +18,31 @@ from typing import Any
 from gateway.model import Reading, StoredRecord, value_text
 
 
-def record_json(stored: StoredRecord) -> dict[str, Any]:
-    """A stored reading or event as the JSON object the HES receives."""
+class _TimeTexts:
+    """ISO 8601 texts of times, the last one remembered: the readings of one read share
+    their captured_at (and often meter_time) object, and printing it is a good part of a
+    record's encoding cost. Keyed by identity, never by equality: equal instants in other
+    zones print differently."""
+
+    __slots__ = ("_time", "_text")
+
+    def __init__(self) -> None:
+        self._time: object = None
+        self._text: str | None = None
+
+    def text(self, value: Any) -> str | None:
+        if value is self._time:
+            return self._text
+        self._time, self._text = value, value_text(value)
+        return self._text
+
+
+def record_json(stored: StoredRecord, times: tuple[_TimeTexts, _TimeTexts] | None = None) -> dict[str, Any]:
+    """A stored reading or event as the JSON object the HES receives (``times``: the
+    batch's remembered captured_at and meter_time texts)."""
     record = stored.record
     if isinstance(record, Reading):
+        captured, metered = times or (_TimeTexts(), _TimeTexts())
         return {
             "seq": stored.seq,
             "kind": "reading",
@@ -30,8 +51,8 @@ def record_json(stored: StoredRecord) -> dict[str, Any]:
             "obis": record.obis,
             "value": value_text(record.value),
             "unit": record.unit,
-            "meter_time": value_text(record.meter_time),
-            "captured_at": value_text(record.captured_at),
+            "meter_time": metered.text(record.meter_time),
+            "captured_at": captured.text(record.captured_at),
             "status": record.status,
             "point": record.point,
             "metrological": record.metrological,
@@ -62,11 +83,12 @@ def record_text(stored: StoredRecord) -> bytes:
 def batch_payload(gateway_id: str, records: Sequence[StoredRecord]) -> bytes:
     """``{"gateway", "first_seq", "last_seq", "records": [...]}`` as compact UTF-8 JSON
     (``first_seq``/``last_seq`` are null for an empty batch)."""
+    times = (_TimeTexts(), _TimeTexts())
     body = {
         "gateway": gateway_id,
         "first_seq": records[0].seq if records else None,
         "last_seq": records[-1].seq if records else None,
-        "records": [record_json(stored) for stored in records],
+        "records": [record_json(stored, times) for stored in records],
     }
     return _encode(body).encode("utf-8")
 

@@ -1372,18 +1372,26 @@ class _SyncStore:
     def _rebuild(self, rows: list[tuple[Any, ...]]) -> list[StoredRecord]:
         out: list[StoredRecord] = []
         frames: dict[int, bytes] = {}
+        # The readings of one read share their capture time: parsed once, one object (the
+        # uplink prints it once per run of them, see payload._TimeTexts).
+        captured_text, captured_at = None, None
+        meter_text, meter_at = None, None
         for seq, kind, device, series, value, vtype, meter_time, captured, stored_ms, status, frame, raw, code, severity, message, source, details, point, metrological, protection, flags in rows:  # fmt: skip
             if kind == READING:
                 device_id, quantity, obis, unit = self._series.get(series) or self._reload_series(series)
                 if frame is not None:
                     raw = frames.setdefault(frame, raw)
+                if captured != captured_text:
+                    captured_text, captured_at = captured, datetime.fromisoformat(captured)
+                if meter_time != meter_text:
+                    meter_text, meter_at = meter_time, None if meter_time is None else datetime.fromisoformat(meter_time)
                 record: Record = Reading(
                     device=self._device_names[device_id],
                     quantity=quantity,
                     value=decode_value(value, vtype),
                     unit=unit,
-                    captured_at=datetime.fromisoformat(captured),
-                    meter_time=None if meter_time is None else datetime.fromisoformat(meter_time),
+                    captured_at=captured_at,
+                    meter_time=meter_at,
                     obis=obis,
                     status=status,
                     raw=raw,

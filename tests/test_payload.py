@@ -95,6 +95,18 @@ def test_a_batch_is_compact_utf8_json_with_its_seq_range():
     assert document["records"] == [record_json(s) for s in records]
 
 
+def test_equal_instants_in_other_zones_keep_their_own_offsets_within_a_batch():
+    # The batch remembers the last time it printed: by identity, never by equality, or
+    # 13:00+01:00 would travel as the 12:00+00:00 printed just before it.
+    berlin = AT.astimezone(timezone(timedelta(hours=1)))
+    readings = [Reading("dev", f"q{n}", Decimal(n), None, at, meter_time=at)
+                for n, at in enumerate([AT, AT, berlin, berlin, AT, AT])]
+    body = json.loads(batch_payload("gw-1", [stored(r, n + 1) for n, r in enumerate(readings)]))
+    printed = [(r["captured_at"], r["meter_time"]) for r in body["records"]]
+    assert printed == [(t, t) for t in ["2024-05-01T12:00:00+00:00"] * 2 + ["2024-05-01T13:00:00+01:00"] * 2
+                       + ["2024-05-01T12:00:00+00:00"] * 2]
+
+
 def test_an_empty_batch_has_null_seqs():
     assert json.loads(batch_payload("gw-1", [])) == {"gateway": "gw-1", "first_seq": None, "last_seq": None, "records": []}
 

@@ -64,7 +64,7 @@ def test_a_split_fills_each_message_to_the_broker_limit_encoding_each_record_at_
     publisher.broker_limits.maximum_packet_size = limit
     room = limit - len(publisher.topic_readings) - uplink_mqtt.PUBLISH_OVERHEAD
     encoded = []
-    with patch.object(payload, "record_json", side_effect=lambda s: encoded.append(s.seq) or record_json(s)):
+    with patch.object(payload, "record_json", side_effect=lambda s, *times: encoded.append(s.seq) or record_json(s, *times)):
         messages = publisher._messages(records)
     parts = [json.loads(verify_jws(m.payload, KEY.public_key))["records"] for m in messages]
     assert [r["seq"] for part in parts for r in part] == list(range(1, count + 1))
