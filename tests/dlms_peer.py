@@ -23,7 +23,6 @@ the test fails under ``CI=true`` and is skipped with the reason otherwise.
 from __future__ import annotations
 
 import fcntl
-import os
 import select
 import shutil
 import socket
@@ -40,6 +39,7 @@ import pytest
 
 from gateway.codecs.dlms.link_events import DataToSend, LinkEvent, NeedData
 from gateway.errors import DeviceTimeout, TransportError
+from tests.environment import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 PEER_DIR = REPO / "tests" / "peers" / "dlms-meter"
@@ -56,10 +56,7 @@ START_ATTEMPTS = 3  # a free port can be taken between choosing it and the serve
 
 def peer_unavailable(reason: str) -> NoReturn:
     """A peer that cannot be had: a failure under CI=true, a skip with the reason otherwise."""
-    message = f"DLMS peer unavailable: {reason}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(f"{message} (set CI=true to make this a failure)")
+    unavailable(f"DLMS peer unavailable: {reason}")
 
 
 # --- the peer's virtual environment --------------------------------------------------------

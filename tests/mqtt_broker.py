@@ -46,6 +46,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.uplinks.mqtt_client import cancellable
+from tests.environment import unavailable
 
 MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 START_TIMEOUT_S = 10.0
@@ -57,10 +58,7 @@ def mosquitto_binary() -> str:
     for candidate in (shutil.which("mosquitto"), *MOSQUITTO_CANDIDATES):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    reason = "mosquitto is not installed (apt-get install mosquitto)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    unavailable("mosquitto is not installed (apt-get install mosquitto)")
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from gateway.config import StoreSection
 from gateway.errors import StoreFullError
 from gateway.model import Severity
 from gateway.store import SEQ_RESERVATION, Store, _SyncStore
+from tests.environment import small_tmpfs
 from tests.store_helpers import Clock, events_of, integrity, readings
 
 PAGE = 4096
@@ -160,15 +160,8 @@ async def test_a_store_quarantined_twice_keeps_both_files(path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 2 MiB tmpfs (needs root; the max_page_count test below covers the logic without)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.decode().strip()}); see test_a_page_limit_*")
-    try:
+    with small_tmpfs(tmp_path / "disk", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def fill_to_the_brim(directory: Path, name: str) -> Path:

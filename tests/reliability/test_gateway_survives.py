@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
-import subprocess
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from gateway.app import Gateway, Timing
 from gateway.config import parse_config
 from gateway.simulators.mbus import MeterModel, Pacing, SimulatedBus, SimulatedSlave, serve_pty
 from gateway.systemd import Notifier
+from tests.environment import small_tmpfs
 
 FAST = Timing(status_file_s=0.5, housekeeping_s=1, clock_check_s=0.5, stop_polling_s=5, drain_uplinks_s=1)
 
@@ -79,17 +78,8 @@ async def still_polling(gateway: Gateway, task: asyncio.Task) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
-    if result.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a tmpfs: {result.stderr.decode().strip()}")
-        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.decode().strip()})")
-    try:
+    with small_tmpfs(tmp_path / "disk", "4m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def fill(directory: Path) -> Path:

@@ -13,6 +13,7 @@ import pytest
 from gateway.config import MqttUplink
 from gateway.errors import ConfigError, UplinkError
 from gateway.uplinks.mqtt_tls import credentials, tls_context
+from tests.environment import unavailable
 from tests.mqtt_broker import Pki, Subscriber, first_bytes_server, make_ca, make_pki, running_broker
 from tests.uplinks.conftest import eventually, readings, running
 from tests.uplinks.test_mqtt import DATA, covers
@@ -87,7 +88,7 @@ async def test_an_mqtts_uplink_speaks_tls_first_even_to_a_plaintext_listener(pki
 async def test_username_and_password_come_from_the_password_file(tmp_path, store, make_publisher) -> None:
     tool = shutil.which("mosquitto_passwd")
     if tool is None:
-        pytest.skip("mosquitto_passwd is not installed (it ships with mosquitto)")
+        unavailable("mosquitto_passwd is not installed (it ships with mosquitto)")
     passwords = tmp_path / "broker-passwords"
     subprocess.run([tool, "-b", "-c", str(passwords), "gw-test", "s3cret pass"], check=True, capture_output=True)
     with running_broker(tmp_path / "broker", password_file=passwords) as broker:
