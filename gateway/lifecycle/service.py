@@ -633,10 +633,7 @@ class DeviceLifecycle:
         """Apply ``change`` to the registry under its lock and save it; its result."""
         def run() -> Any:
             with MeterRegistry.locked(self.state_dir) as registry:
-                try:
-                    result = change(registry)
-                except ConfigError:
-                    raise
+                result = change(registry)  # a refused change raises before anything is saved
                 registry.save()
                 return result
         try:
