@@ -34,7 +34,7 @@ from gateway.codecs.dlms.axdr import BitString, Data, DataType, octet_string, st
 from gateway.codecs.dlms.obis import Obis
 from gateway.collectors.dlms_session import DlmsSession
 from gateway.operations.executor import run_step
-from gateway.operations.model import RESUMABLE, Kind, Outcome, Step, StepResult
+from gateway.operations.model import Kind, Outcome, Step, StepResult
 
 CLASS_ID = 18
 #: Attributes and methods (Blue Book 4.4.6, class 18 version 0).
@@ -96,7 +96,9 @@ class ImageTransfer:
         block_size = await self._get(BLOCK_SIZE)
         if block_size is None:
             return False
-        size = int(block_size.value)
+        size = self._integer(BLOCK_SIZE, block_size)
+        if size is None:
+            return False
         if size <= 0:
             self.results.append(StepResult(self._step(Kind.GET, BLOCK_SIZE), "no usable block size", block_size,
                                            code=None))
@@ -149,6 +151,16 @@ class ImageTransfer:
 
     # --- helpers ---------------------------------------------------------------------------
 
+    def _integer(self, attribute: int, data: Data) -> int | None:
+        """An attribute that must be an integer (Blue Book 4.4.6: double-long-unsigned);
+        anything else from the meter ends the transfer with the reason, never a crash."""
+        if isinstance(data.value, bool) or not isinstance(data.value, int):
+            self.results.append(StepResult(self._step(Kind.GET, attribute),
+                                           f"type-unmatched: {data.type.name.lower()}, not an integer", data,
+                                           code=None))
+            return None
+        return data.value
+
     async def _missing(self) -> list[int] | None:
         """Block numbers the meter does not hold, from its bitmap and first missing block."""
         blocks = self.progress["blocks"]
@@ -156,9 +168,16 @@ class ImageTransfer:
         first = await self._get(FIRST_NOT_TRANSFERRED)
         if bitmap is None or first is None:
             return None
-        bits = bitmap.value if isinstance(bitmap.value, BitString) else BitString(0, b"")
+        first_missing = self._integer(FIRST_NOT_TRANSFERRED, first)
+        if first_missing is None:
+            return None
+        if not isinstance(bitmap.value, BitString):
+            self.results.append(StepResult(self._step(Kind.GET, BLOCKS_STATUS), "type-unmatched: not a bit-string",
+                                           bitmap, code=None))
+            return None
+        bits = bitmap.value
         held = {n for n in range(min(blocks, bits.length)) if bits[n]}
-        held |= set(range(min(int(first.value), blocks)))  # everything below the first missing one
+        held |= set(range(min(first_missing, blocks)))  # everything below the first missing one
         self.progress["transferred"] = len(held)
         return [n for n in range(blocks) if n not in held]
 

@@ -73,3 +73,17 @@ async def test_a_meter_that_refuses_transfers_ends_the_operation_with_its_reason
         assert done.outcome is Outcome.DATA_ACCESS_RESULT
         assert done.results[-1]["result"] == "image transfer disabled"
         assert r.meter.actions(18) == []
+
+
+async def test_a_meter_answering_null_for_its_block_size_ends_the_operation_instead_of_crashing_the_line(tmp_path):
+    from gateway.codecs.dlms.axdr import Data, DataType
+
+    digest = held(tmp_path)
+    meter = SimulatedDlmsMeter()
+    answer = meter.image.get
+    meter.image.get = lambda attribute: Data(DataType.NULL_DATA, None) if attribute == 2 else answer(attribute)
+    async with rig(tmp_path, meter) as r:
+        done = await r.outcome(await r.submit("firmware", {"image": digest, "identifier": "X"}))
+        assert done.outcome is Outcome.DATA_ACCESS_RESULT
+        assert done.results[-1]["result"] == "type-unmatched: null_data, not an integer"
+        assert r.meter.actions(18) == []
